@@ -1,0 +1,25 @@
+"""Algorithm names -> classes, imported lazily so a missing optional extra only matters when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from policygen.errors import PolicygenError
+
+ALGORITHMS = {
+    "ars": "policygen.algorithms.ars:ARS",
+    "gogepo": "policygen.algorithms.gogepo:GoGePo",
+    "udrlpg": "policygen.algorithms.udrlpg:UDRLPG",
+}
+
+
+def get_algorithm(name: str):
+    if name not in ALGORITHMS:
+        raise PolicygenError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+    module, cls = ALGORITHMS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("policygen"):
+            raise PolicygenError(f"algorithm {name!r} is not implemented in this version of policygen") from None
+        raise PolicygenError(f"algorithm {name!r} needs the package {e.name!r}: pip install {e.name}") from None

@@ -1,0 +1,191 @@
+"""The loop every algorithm shares: iterate, evaluate, log, checkpoint, resume.
+
+Resume is exact: checkpoints are taken at fixed iteration counts, and the engine's environments are
+reseeded from (seed, iteration) at each checkpoint, so a run restarted from its last checkpoint replays
+the same episodes an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import policygen
+from policygen.algorithms.base import Algorithm, RunConfig, make_config
+from policygen.algorithms.registry import get_algorithm
+from policygen.envs.make import env_info
+from policygen.errors import PolicygenError
+from policygen.rollout.engine import RolloutEngine
+from policygen.runs.rundir import RunDir
+
+
+def versions() -> dict:
+    out = {"policygen": policygen.__version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": np.__version__}
+    for mod in ("gymnasium", "mujoco", "envpool"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _reseed(seed: int, iteration: int) -> int:
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] % (2**31 - 1))
+
+
+def build(algo_name: str, run_cfg: RunConfig, preset: str | None, overrides: dict[str, str] | None):
+    """The algorithm and its config for a new run."""
+    cls = get_algorithm(algo_name)
+    preset = preset or cls.default_preset
+    if preset is not None and preset not in cls.presets:
+        raise PolicygenError(f"{algo_name} has no preset {preset!r}; presets: {', '.join(cls.presets) or 'none'}")
+    cfg = make_config(cls.Config, cls.presets.get(preset) if preset else None, overrides)
+    info = env_info(run_cfg.env_id, run_cfg.env_kwargs)
+    return cls(cfg, info, run_cfg.seed), cfg, preset
+
+
+def start_run(algo_name: str, run_cfg: RunConfig, out: str, preset: str | None = None,
+              overrides: dict[str, str] | None = None, force: bool = False, progress: bool | None = None,
+              quiet: bool = False) -> RunDir:
+    algo, cfg, preset = build(algo_name, run_cfg, preset, overrides)
+    config = {"algorithm": algo_name, "preset": preset, "run": asdict(run_cfg), "algo": asdict(cfg),
+              "policy": algo.spec.to_dict(), "return_convention": algo.return_convention,
+              "versions": versions(), "commit": git_commit()}
+    run = RunDir.create(out, config, force=force)
+    return _train(run, algo, run_cfg, None, progress, quiet)
+
+
+def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> RunDir:
+    run = RunDir.open(path, lock=True)
+    config = run.config
+    if run.status == "complete":
+        raise PolicygenError(f"{path} is already complete (summary.json written); nothing to resume")
+    run_cfg = RunConfig(**config["run"])
+    cls = get_algorithm(config["algorithm"])
+    algo = cls(make_config(cls.Config, config["algo"], None), env_info(run_cfg.env_id, run_cfg.env_kwargs),
+               run_cfg.seed)
+    state = run.load_checkpoint() if run.has_checkpoint() else None
+    return _train(run, algo, run_cfg, state, progress, quiet)
+
+
+def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
+           quiet: bool) -> RunDir:
+    engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, backend=rc.backend, seed=rc.seed,
+                           return_convention=algo.return_convention, env_kwargs=rc.env_kwargs)
+    it, wall0, best_eval, next_eval, failures = 0, 0.0, -math.inf, rc.eval_every, 0
+    rows = []
+    if state is not None:
+        algo.load_state_dict(state["algo"])
+        engine.obs_stats.load_state_dict(state["obs_stats"])
+        engine.env_steps = int(state["env_steps"])
+        it, wall0, best_eval = int(state["iteration"]), float(state["wall_s"]), float(state["best_eval"])
+        next_eval, failures = int(state["next_eval"]), int(state["failures"])
+        rows = run.read_metrics()[: int(state["metric_rows"])]
+        run.write_metrics(rows)
+    else:
+        run.write_metrics([])
+    engine.reseed(_reseed(rc.seed, it))
+    run.set_status("running")
+    t0 = time.perf_counter() - wall0
+    bar = _progress(rc.steps, engine.env_steps, progress, quiet)
+    last_eval = None
+    try:
+        while engine.env_steps < rc.steps:
+            m = algo.iterate(engine)
+            it += 1
+            row = {"env_steps": engine.env_steps, "iteration": it, **m}
+            if engine.env_steps >= next_eval or engine.env_steps >= rc.steps:
+                last_eval = evaluate_algo(algo, engine, rc.eval_episodes)
+                best_eval = max(best_eval, last_eval["eval_return"])
+                row.update(last_eval)
+                while next_eval <= engine.env_steps:
+                    next_eval += rc.eval_every
+            row["wall_s"] = time.perf_counter() - t0
+            rows.append(row)
+            run.append_metrics(row)
+            bar.update(engine.env_steps, row)
+            if it % rc.checkpoint_every == 0 and engine.env_steps < rc.steps:
+                engine.reseed(_reseed(rc.seed, it))
+                _checkpoint(run, algo, engine, it, time.perf_counter() - t0, best_eval, next_eval, failures,
+                            len(rows))
+    finally:
+        bar.close()
+        engine.close()
+    wall = time.perf_counter() - t0
+    _checkpoint(run, algo, engine, it, wall, best_eval, next_eval, failures, len(rows))
+    cfg = run.config
+    run.write_summary({
+        "algorithm": cfg["algorithm"], "preset": cfg.get("preset"), "env_id": rc.env_id, "seed": rc.seed,
+        "env_steps": engine.env_steps, "iterations": it, "wall_s": wall,
+        "final_eval_return": last_eval["eval_return"] if last_eval else None,
+        "final_eval_return_std": last_eval["eval_return_std"] if last_eval else None,
+        "best_eval_return": best_eval if last_eval else None,
+        "return_convention": algo.return_convention, "versions": versions(), "commit": git_commit(),
+    })
+    run.unlock()
+    return run
+
+
+def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict:
+    theta, command = algo.eval_policy()
+    res = engine.evaluate(theta.unsqueeze(0), episodes=1 if episodes < 1 else episodes, count_steps=False)
+    rets = res.episode_returns
+    return {"eval_return": float(np.mean(rets)), "eval_return_std": float(np.std(rets)),
+            "eval_command": command}
+
+
+def _checkpoint(run, algo, engine, it, wall, best_eval, next_eval, failures, n_rows) -> None:
+    run.save_checkpoint({
+        "algo": algo.state_dict(), "obs_stats": engine.obs_stats.state_dict(), "env_steps": engine.env_steps,
+        "iteration": it, "wall_s": wall, "best_eval": best_eval, "next_eval": next_eval,
+        "failures": failures, "metric_rows": n_rows,
+    })
+
+
+class _progress:
+    """A tqdm bar on a terminal, a plain line per ~5% when not (logs, CI), nothing when quiet."""
+
+    def __init__(self, total: int, start: int, enabled: bool | None, quiet: bool):
+        self.total, self.quiet = total, quiet
+        tty = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+        self.next_line = start + total // 20
+        if tty and not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", unit_scale=True, dynamic_ncols=True)
+        self.pos = start
+
+    def update(self, steps: int, row: dict) -> None:
+        if self.quiet:
+            return
+        ev = row.get("eval_return")
+        msg = f"ret {row.get('train_return_mean', float('nan')):.1f}" + (f" eval {ev:.1f}" if ev is not None else "")
+        if self.bar is not None:
+            self.bar.update(steps - self.pos)
+            self.bar.set_postfix_str(msg, refresh=False)
+        elif steps >= self.next_line or ev is not None:
+            print(f"[policygen] {steps}/{self.total} env steps, {msg}", file=sys.stderr, flush=True)
+            self.next_line = steps + self.total // 20
+        self.pos = steps
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

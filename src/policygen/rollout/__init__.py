@@ -1,0 +1,3 @@
+from policygen.rollout.engine import RolloutEngine, RolloutResult
+
+__all__ = ["RolloutEngine", "RolloutResult"]

@@ -1,0 +1,109 @@
+"""Vectors of environments the engine steps slot by slot: EnvPool (C++ threads) or Gymnasium (in process).
+
+A backend owns ``num_envs`` slots. ``step(ids, actions)`` steps only the listed slots. After an episode
+ends in a slot, ``reset(ids)`` starts a new one. EnvPool resets lazily (its next step of that slot
+returns the first observation and ignores the action): the engine then steps the slot once more with a
+dummy action and takes the returned observation as the episode's first, which saves a call per reset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policygen.envs.make import check_env_id, make_gymnasium
+from policygen.errors import PolicygenError
+
+BACKENDS = ("auto", "envpool", "gymnasium")
+
+
+def envpool_has(env_id: str) -> bool:
+    try:
+        import envpool
+    except ImportError:
+        return False
+    return env_id in envpool.list_all_envs()
+
+
+def resolve_backend(name: str, env_id: str) -> str:
+    if name not in BACKENDS:
+        raise PolicygenError(f"backend {name!r} is not one of {list(BACKENDS)}")
+    check_env_id(env_id)
+    if name == "auto":
+        return "envpool" if envpool_has(env_id) else "gymnasium"
+    if name == "envpool" and not envpool_has(env_id):
+        raise PolicygenError(f"EnvPool is not installed or has no task {env_id!r}; use --backend gymnasium "
+                             f"(pip install envpool for Hopper-v5, Swimmer-v5, InvertedPendulum-v5, ...)")
+    return name
+
+
+class GymnasiumBackend:
+    """A list of Gymnasium envs stepped in this process; each new episode is seeded from ``seed``."""
+
+    lazy_reset = False
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
+                 num_threads: int | None = None):
+        self.envs = [make_gymnasium(env_id, env_kwargs) for _ in range(num_envs)]
+        self.num_envs = num_envs
+        self.rng = np.random.default_rng(seed)
+        for i, e in enumerate(self.envs):
+            e.action_space.seed(seed + i)
+
+    def reset(self, ids: np.ndarray) -> np.ndarray:
+        seeds = self.rng.integers(0, 2**31 - 1, size=len(ids))
+        return np.stack([self.envs[i].reset(seed=int(s))[0] for i, s in zip(ids, seeds, strict=True)])
+
+    def step(self, ids: np.ndarray, actions: np.ndarray):
+        n = len(ids)
+        obs = np.empty((n, self.envs[0].observation_space.shape[0]))
+        rew = np.empty(n)
+        term = np.empty(n, dtype=bool)
+        trunc = np.empty(n, dtype=bool)
+        for k, i in enumerate(ids):
+            o, r, te, tr, _ = self.envs[i].step(actions[k])
+            obs[k], rew[k], term[k], trunc[k] = o, r, te, tr
+        return obs, rew, term, trunc
+
+    def close(self) -> None:
+        for e in self.envs:
+            e.close()
+
+
+class EnvPoolBackend:
+    """EnvPool's synchronous pool, stepping only the listed slots on its C++ threads."""
+
+    lazy_reset = True
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
+                 num_threads: int | None = None):
+        import envpool
+
+        threads = num_threads or min(num_envs, 2)
+        try:
+            self.pool = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, batch_size=num_envs,
+                                     num_threads=threads, seed=int(seed), **(env_kwargs or {}))
+        except Exception as e:  # envpool raises bare RuntimeError/TypeError for bad kwargs
+            raise PolicygenError(f"EnvPool cannot make {env_id!r} with {env_kwargs}: {e}") from None
+        self.num_envs = num_envs
+        self.first_obs = self.pool.reset()[0]
+
+    def reset(self, ids: np.ndarray) -> None:
+        return None  # lazy: the next step of these slots returns their first observation
+
+    def step(self, ids: np.ndarray, actions: np.ndarray):
+        obs, rew, term, trunc, info = self.pool.step(actions, ids)
+        order = np.argsort(info["env_id"])  # envpool may return the slots in another order
+        if not np.array_equal(info["env_id"][order], np.sort(ids)):
+            raise PolicygenError("EnvPool returned other slots than were stepped")
+        back = np.argsort(np.argsort(ids))
+        sel = order[back]
+        return obs[sel], rew[sel], term[sel], trunc[sel]
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def make_backend(name: str, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
+                 num_threads: int | None = None):
+    cls = {"envpool": EnvPoolBackend, "gymnasium": GymnasiumBackend}[resolve_backend(name, env_id)]
+    return cls(env_id, num_envs, seed, env_kwargs, num_threads)
