@@ -1,0 +1,249 @@
+"""UDRLPG's buffers of (return, theta): return buckets, and a plain FIFO for the variance ablation.
+
+Returns are stored raw and scaled as ``s = (max(R, r_min) - r_min) / (r_max - r_min)``: returns below
+``r_min`` are clipped to 0, returns above ``r_max`` give ``s > 1`` (the buffer then grows buckets above 1
+instead of clipping, so better policies are never lumped together with the best of the hand-set range).
+
+Bucket ``k`` holds the scaled returns ``[k / n, (k + 1) / n)`` (``s == 1`` goes to bucket ``n - 1``).
+Sampling probabilities (``BucketBuffer.probabilities`` returns them exactly):
+
+* order the ``m`` non-empty buckets by return, rank ``1`` (lowest) .. ``m`` (highest);
+* bucket weight ``w(rank)``: ``exp``: ``exp(exp_coef * (rank - m))`` (top bucket 1);
+  ``reciprocal``: ``1 / (m - rank + 1)`` (top 1, second 1/2, ...); ``uniform``: 1;
+* ``P(bucket) = w / sum(w)``, then ``P(entry) = P(bucket) / len(bucket)``.
+
+So how often a return region is drawn does not depend on how many policies reached it, which is the
+point of the buckets (a FIFO draws regions in proportion to their policy counts).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from policygen.errors import PolicygenError
+
+WEIGHTINGS = ("exp", "reciprocal", "uniform")
+REPLACEMENTS = ("newest", "reject")
+
+
+class _ReturnScale:
+    """The map raw return <-> scaled return shared by both buffers, and the seeded sampler."""
+
+    def __init__(self, r_min: float, r_max: float, seed: int):
+        r_min, r_max = float(r_min), float(r_max)
+        if not (math.isfinite(r_min) and math.isfinite(r_max)) or r_min >= r_max:
+            raise PolicygenError(f"return range must be finite with min < max, got min {r_min}, max {r_max}")
+        self.r_min, self.r_max = r_min, r_max
+        self.rng = np.random.default_rng(seed)
+        self.best_return = -math.inf
+        """Highest raw return ever offered to ``add``, stored or not."""
+
+    def scale(self, returns) -> np.ndarray:
+        r = np.asarray(returns, dtype=np.float64)
+        return (np.maximum(r, self.r_min) - self.r_min) / (self.r_max - self.r_min)
+
+    def unscale(self, scaled) -> np.ndarray:
+        return self.r_min + np.asarray(scaled, dtype=np.float64) * (self.r_max - self.r_min)
+
+    @property
+    def best_scaled(self) -> float:
+        """Scaled best return seen (0 before any)."""
+        return float(self.scale(self.best_return)) if math.isfinite(self.best_return) else 0.0
+
+    def _scale_state(self) -> dict:
+        return {"r_min": self.r_min, "r_max": self.r_max, "best_return": self.best_return,
+                "rng": self.rng.bit_generator.state}
+
+    def _load_scale_state(self, state: dict) -> None:
+        self.r_min, self.r_max = float(state["r_min"]), float(state["r_max"])
+        self.best_return = float(state["best_return"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+def _as_batch(thetas, returns) -> tuple[torch.Tensor, np.ndarray]:
+    t = torch.as_tensor(thetas, dtype=torch.float32).detach()
+    t = t.unsqueeze(0) if t.dim() == 1 else t
+    r = np.atleast_1d(np.asarray(returns, dtype=np.float64))
+    if t.dim() != 2 or len(t) != len(r):
+        raise PolicygenError(f"add needs thetas (N, P) and returns (N,), got {tuple(t.shape)} and {r.shape}")
+    if not np.isfinite(r).all():
+        raise PolicygenError(f"returns must be finite, got {r[~np.isfinite(r)][:3]}")
+    return t.cpu(), r
+
+
+class BucketBuffer(_ReturnScale):
+    """Return buckets of at most ``capacity`` policies each, sampled by bucket rank (see module doc).
+
+    n_buckets: buckets over the scaled range [0, 1] (UDRLPG: 800); more are added above 1 as needed.
+    capacity: policies a bucket holds at most (UDRLPG meant 1; its code kept 2).
+    replace: when a full bucket receives a policy, ``newest`` drops the bucket's oldest policy for it,
+        ``reject`` drops the newcomer (the official behaviour: early policies then stay forever).
+    weighting: bucket weight by rank, ``exp``, ``reciprocal`` or ``uniform``; exp_coef: the 0.3 of ``exp``.
+    """
+
+    def __init__(self, r_min: float = 0.0, r_max: float = 1.0, n_buckets: int = 800, capacity: int = 1,
+                 replace: str = "newest", weighting: str = "exp", exp_coef: float = 0.3, seed: int = 0):
+        super().__init__(r_min, r_max, seed)
+        if int(n_buckets) != n_buckets or n_buckets < 1:
+            raise PolicygenError(f"bucket count must be an integer >= 1, got {n_buckets!r}")
+        if int(capacity) != capacity or capacity < 1:
+            raise PolicygenError(f"bucket capacity must be an integer >= 1, got {capacity!r}")
+        if replace not in REPLACEMENTS:
+            raise PolicygenError(f"replacement rule {replace!r} is not one of {list(REPLACEMENTS)}")
+        if weighting not in WEIGHTINGS:
+            raise PolicygenError(f"bucket weighting {weighting!r} is not one of {list(WEIGHTINGS)}")
+        if not (math.isfinite(exp_coef) and exp_coef >= 0):
+            raise PolicygenError(f"exp_coef must be a finite number >= 0, got {exp_coef!r}")
+        self.n_buckets, self.capacity = int(n_buckets), int(capacity)
+        self.replace, self.weighting, self.exp_coef = replace, weighting, float(exp_coef)
+        self.buckets: dict[int, list[tuple[int, float, torch.Tensor]]] = {}
+        """bucket index -> entries ``(arrival number, raw return, theta (P,))``, oldest first."""
+        self.arrivals = 0
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.buckets.values())
+
+    @property
+    def num_buckets(self) -> int:
+        """Buckets in use by the geometry: ``n_buckets``, or more once returns went above the range."""
+        return max(self.n_buckets, max(self.buckets, default=-1) + 1)
+
+    def bucket_of(self, returns) -> np.ndarray:
+        """Bucket index of each raw return (``s == 1`` belongs to the top bucket of [0, 1])."""
+        s = self.scale(returns)
+        k = np.floor(s * self.n_buckets).astype(np.int64)
+        return np.where(s == 1.0, self.n_buckets - 1, k)
+
+    def add(self, thetas, returns) -> np.ndarray:
+        """Offer policies ``thetas (N, P)`` with raw ``returns (N,)``; returns which were stored (N,)."""
+        t, r = _as_batch(thetas, returns)
+        stored = np.zeros(len(r), dtype=bool)
+        for i, k in enumerate(self.bucket_of(r)):
+            self.best_return = max(self.best_return, float(r[i]))
+            stored[i] = self._insert(int(k), (self.arrivals, float(r[i]), t[i].clone()))
+            self.arrivals += 1
+        return stored
+
+    def _insert(self, k: int, entry: tuple[int, float, torch.Tensor]) -> bool:
+        bucket = self.buckets.setdefault(k, [])
+        if len(bucket) >= self.capacity:
+            if self.replace == "reject":
+                return False
+            bucket.pop(0)  # oldest first
+        bucket.append(entry)
+        return True
+
+    def bucket_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Non-empty bucket indices in return order, and their probabilities (sum 1)."""
+        ks = np.array(sorted(self.buckets), dtype=np.int64)
+        m = len(ks)
+        rank = np.arange(1, m + 1, dtype=np.float64)
+        if self.weighting == "exp":
+            w = np.exp(self.exp_coef * (rank - m))
+        elif self.weighting == "reciprocal":
+            w = 1.0 / (m - rank + 1)
+        else:
+            w = np.ones(m)
+        return ks, w / w.sum() if m else w
+
+    def probabilities(self) -> list[tuple[int, float, float]]:
+        """Exact draw probability of every stored policy: ``[(arrival number, raw return, p), ...]``."""
+        ks, p = self.bucket_weights()
+        return [(a, r, float(pk) / len(self.buckets[k])) for k, pk in zip(ks.tolist(), p, strict=True)
+                for a, r, _ in self.buckets[k]]
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws with replacement -> (scaled returns (n,), thetas (n, P)), seeded."""
+        if not self.buckets:
+            raise PolicygenError("cannot sample from an empty bucket buffer; add policies first")
+        ks, p = self.bucket_weights()
+        picks = self.rng.choice(len(ks), size=int(n), p=p)
+        entries = []
+        for j in picks:
+            bucket = self.buckets[int(ks[j])]
+            entries.append(bucket[int(self.rng.integers(len(bucket)))])
+        scaled = torch.tensor(self.scale([e[1] for e in entries]), dtype=torch.float32)
+        return scaled, torch.stack([e[2] for e in entries])
+
+    def rescale(self, r_max: float) -> None:
+        """Widen the range to ``[r_min, r_max]`` and re-bucket every policy (learned ranges).
+
+        Entries that now share a bucket are re-inserted oldest first, so the replacement rule decides
+        which survive exactly as if they had arrived under the new range.
+        """
+        if not (math.isfinite(r_max) and r_max > self.r_min):
+            raise PolicygenError(f"new return max must be finite and > min {self.r_min}, got {r_max}")
+        entries = sorted((e for b in self.buckets.values() for e in b), key=lambda e: e[0])
+        self.r_max, self.buckets = float(r_max), {}
+        for e in entries:
+            self._insert(int(self.bucket_of(e[1])), e)
+
+    def state_dict(self) -> dict:
+        entries = sorted((e for b in self.buckets.values() for e in b), key=lambda e: e[0])
+        return {**self._scale_state(), "arrivals": self.arrivals,
+                "order": np.array([e[0] for e in entries], dtype=np.int64),
+                "returns": np.array([e[1] for e in entries], dtype=np.float64),
+                "thetas": torch.stack([e[2] for e in entries]) if entries else torch.zeros(0)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._load_scale_state(state)
+        self.arrivals, self.buckets = int(state["arrivals"]), {}
+        thetas = state["thetas"]
+        for i, (a, r) in enumerate(zip(state["order"].tolist(), state["returns"].tolist(), strict=True)):
+            # bypasses the capacity rule: the saved buckets already obey it
+            self.buckets.setdefault(int(self.bucket_of(r)), []).append((a, r, thetas[i].clone()))
+
+
+class FifoBuffer(_ReturnScale):
+    """The ablation: the newest ``size`` policies, each drawn uniformly (regions weighted by count)."""
+
+    def __init__(self, r_min: float = 0.0, r_max: float = 1.0, size: int = 800, seed: int = 0):
+        super().__init__(r_min, r_max, seed)
+        if int(size) != size or size < 1:
+            raise PolicygenError(f"FIFO buffer size must be an integer >= 1, got {size!r}")
+        self.size = int(size)
+        self.entries: list[tuple[int, float, torch.Tensor]] = []
+        self.arrivals = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, thetas, returns) -> np.ndarray:
+        t, r = _as_batch(thetas, returns)
+        for i in range(len(r)):
+            self.best_return = max(self.best_return, float(r[i]))
+            self.entries.append((self.arrivals, float(r[i]), t[i].clone()))
+            self.arrivals += 1
+        del self.entries[:max(0, len(self.entries) - self.size)]
+        return np.ones(len(r), dtype=bool)
+
+    def probabilities(self) -> list[tuple[int, float, float]]:
+        return [(a, r, 1.0 / len(self.entries)) for a, r, _ in self.entries]
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.entries:
+            raise PolicygenError("cannot sample from an empty FIFO buffer; add policies first")
+        picks = self.rng.integers(len(self.entries), size=int(n))
+        chosen = [self.entries[int(j)] for j in picks]
+        scaled = torch.tensor(self.scale([e[1] for e in chosen]), dtype=torch.float32)
+        return scaled, torch.stack([e[2] for e in chosen])
+
+    def rescale(self, r_max: float) -> None:
+        if not (math.isfinite(r_max) and r_max > self.r_min):
+            raise PolicygenError(f"new return max must be finite and > min {self.r_min}, got {r_max}")
+        self.r_max = float(r_max)
+
+    def state_dict(self) -> dict:
+        return {**self._scale_state(), "arrivals": self.arrivals,
+                "order": np.array([e[0] for e in self.entries], dtype=np.int64),
+                "returns": np.array([e[1] for e in self.entries], dtype=np.float64),
+                "thetas": torch.stack([e[2] for e in self.entries]) if self.entries else torch.zeros(0)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._load_scale_state(state)
+        self.arrivals = int(state["arrivals"])
+        self.entries = [(a, r, state["thetas"][i].clone()) for i, (a, r)
+                        in enumerate(zip(state["order"].tolist(), state["returns"].tolist(), strict=True))]
