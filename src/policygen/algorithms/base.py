@@ -50,6 +50,8 @@ class Algorithm:
 
     spec: MLPSpec
     return_convention: str = "standard"
+    normalize_obs: bool = True
+    """Whether the engine normalises observations with its running statistics for this algorithm."""
 
     def __init__(self, config: Any, info: EnvInfo, seed: int):
         raise NotImplementedError

@@ -54,6 +54,8 @@ def build(algo_name: str, run_cfg: RunConfig, preset: str | None, overrides: dic
     """The algorithm and its config for a new run."""
     cls = get_algorithm(algo_name)
     preset = preset or cls.default_preset
+    if preset is None and hasattr(cls, "preset_for"):
+        preset = cls.preset_for(run_cfg.env_id)  # per-environment defaults are plain data
     if preset is not None and preset not in cls.presets:
         raise PolicygenError(f"{algo_name} has no preset {preset!r}; presets: {', '.join(cls.presets) or 'none'}")
     cfg = make_config(cls.Config, cls.presets.get(preset) if preset else None, overrides)
@@ -88,7 +90,8 @@ def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> 
 def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
            quiet: bool) -> RunDir:
     engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, backend=rc.backend, seed=rc.seed,
-                           return_convention=algo.return_convention, env_kwargs=rc.env_kwargs)
+                           return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
+                           normalize_obs=getattr(algo, "normalize_obs", True))
     it, wall0, best_eval, next_eval, failures = 0, 0.0, -math.inf, rc.eval_every, 0
     rows = []
     if state is not None:

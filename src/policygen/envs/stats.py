@@ -49,6 +49,13 @@ class RunningStats:
     def merge_stats(self, other: RunningStats) -> None:
         self.merge(other.count, other.mean, other.m2)
 
+    @classmethod
+    def from_mean_std(cls, mean: np.ndarray, std: np.ndarray) -> RunningStats:
+        """Statistics that normalise exactly like ``(x - mean) / std`` (for a saved policy)."""
+        s = cls(len(mean))
+        s.count, s.mean, s.m2 = 1, np.asarray(mean, np.float64).copy(), np.asarray(std, np.float64) ** 2
+        return s
+
     def copy(self) -> RunningStats:
         c = RunningStats(len(self.mean))
         c.count, c.mean, c.m2 = self.count, self.mean.copy(), self.m2.copy()

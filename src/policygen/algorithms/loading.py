@@ -1,0 +1,56 @@
+"""Open a finished or stopped run: its algorithm restored from the last checkpoint, ready to act."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policygen.algorithms.base import Algorithm, RunConfig, make_config
+from policygen.algorithms.registry import get_algorithm
+from policygen.envs.make import env_info
+from policygen.envs.stats import RunningStats
+from policygen.errors import PolicygenError
+from policygen.policies.standalone import Policy
+from policygen.runs.rundir import RunDir
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    algo: Algorithm
+    run_config: RunConfig
+    obs_stats: RunningStats
+    env_steps: int
+
+    def policy(self, command: float | None = None) -> Policy:
+        """The run's policy (its evaluation policy, or the generator's output for ``command``)."""
+        if command is None:
+            theta, command = self.algo.eval_policy()
+        else:
+            generate = getattr(self.algo, "generate", None)
+            if generate is None:
+                raise PolicygenError(f"{self.run.config['algorithm']} is not a generator: it takes no command")
+            theta = generate([command])[0]
+        meta = {"env_id": self.run_config.env_id, "algorithm": self.run.config["algorithm"],
+                "command": command, "run": str(self.run.path)}
+        stats = self.obs_stats if getattr(self.algo, "normalize_obs", True) else None
+        return Policy.from_stats(self.algo.spec, theta, stats, meta)
+
+
+def load_run(path: str) -> LoadedRun:
+    run = RunDir.open(path)
+    cfg = run.config
+    if "algorithm" not in cfg or "run" not in cfg:
+        raise PolicygenError(f"{path}: config.json lacks the algorithm or run settings (not a training run)")
+    cls = get_algorithm(cfg["algorithm"])
+    rc = RunConfig(**cfg["run"])
+    algo = cls(make_config(cls.Config, cfg["algo"], None), env_info(rc.env_id, rc.env_kwargs), rc.seed)
+    if not run.has_checkpoint():
+        raise PolicygenError(f"{path}: no checkpoint yet (checkpoints/latest.safetensors is missing)")
+    state = run.load_checkpoint()
+    try:
+        algo.load_state_dict(state["algo"])
+        stats = RunningStats(algo.spec.obs_dim)
+        stats.load_state_dict(state["obs_stats"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise PolicygenError(f"{path}: checkpoint does not match its config ({type(e).__name__}: {e})") from None
+    return LoadedRun(run, algo, rc, stats, int(state["env_steps"]))

@@ -1,0 +1,137 @@
+"""``policygen`` command line: parse, call the library, print. Errors are one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from policygen.errors import PolicygenError
+
+
+def _kv(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise PolicygenError(f"--set takes KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from policygen.algorithms.base import RunConfig
+    from policygen.algorithms.trainer import resume_run, start_run
+
+    progress = False if a.quiet else None
+    if a.resume:
+        run = resume_run(a.resume, progress=progress, quiet=a.quiet)
+    else:
+        if not a.algo or not a.env:
+            raise PolicygenError("train needs ALGO and --env ENV_ID (or --resume RUN_DIR)")
+        rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, backend=a.backend, num_envs=a.num_envs,
+                       eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
+                       checkpoint_every=a.checkpoint_every, env_kwargs=json.loads(a.env_kwargs or "{}"))
+        out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
+        run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
+                        progress=progress, quiet=a.quiet)
+    print(json.dumps({"run_dir": str(run.path), **run.summary}, indent=2))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from policygen.analysis.evaluate import evaluate_policies
+
+    target = Path(a.target)
+    if not target.exists():
+        raise PolicygenError(f"{target}: no such run directory or policy file")
+    if target.is_dir():
+        from policygen.algorithms.loading import load_run
+
+        loaded = load_run(str(target))
+        policy = loaded.policy(a.command)
+        env_id = a.env or loaded.run_config.env_id
+    else:
+        from policygen.policies.io import load_policy
+
+        policy = load_policy(target)
+        env_id = a.env or policy.meta.get("env_id")
+        if not env_id:
+            raise PolicygenError(f"{target} does not name its environment; pass --env ENV_ID")
+    result = evaluate_policies([policy], env_id, a.episodes, a.seed, a.backend)[0]
+    print(json.dumps({"target": str(target), "command": policy.meta.get("command"), **result}, indent=2))
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from policygen.analysis.bench import bench_rollout
+
+    hidden = tuple(int(h) for h in a.hidden.split(",") if h.strip())
+    print(json.dumps(bench_rollout(a.env, a.policies, hidden, a.seconds, a.backend, a.num_envs, a.seed), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train an algorithm; writes a run directory")
+    t.add_argument("algo", nargs="?", help="ars, gogepo or udrlpg")
+    t.add_argument("--env", help="Gymnasium env id with a continuous action space, e.g. Hopper-v5")
+    t.add_argument("--steps", type=int, default=100_000, help="env steps used for learning (default 100000)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
+    t.add_argument("--preset", help="named settings of the algorithm (e.g. paper, fast)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one algorithm setting, repeatable (e.g. --set step_size=0.02)")
+    t.add_argument("--backend", default="auto", help="auto, envpool or gymnasium (default auto)")
+    t.add_argument("--num-envs", type=int, default=64, help="environments stepped together (default 64)")
+    t.add_argument("--eval-every", type=int, help="evaluate every N env steps (default steps/20)")
+    t.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
+    t.add_argument("--checkpoint-every", type=int, default=20, help="checkpoint every N iterations (default 20)")
+    t.add_argument("--env-kwargs", help='JSON keyword arguments for the env, e.g. \'{"reset_noise_scale": 0}\'')
+    t.add_argument("--out", help="run directory (default runs/ALGO-ENV-sSEED)")
+    t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run; no other argument needed")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a run's policy or a policy file; prints JSON")
+    e.add_argument("target", help="run directory or .safetensors policy file")
+    e.add_argument("--env", help="env id (default: the one the policy was made for)")
+    e.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    e.add_argument("--command", type=float, help="return command, for generator runs")
+    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
+    e.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench", help="benchmarks; print JSON")
+    bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    br = bsub.add_parser("rollout", help="engine env steps/s beside the raw backend's, measured in one run")
+    br.add_argument("--env", default="Hopper-v5", help="env id (default Hopper-v5)")
+    br.add_argument("--policies", type=int, default=64, help="policies per engine call (default 64)")
+    br.add_argument("--hidden", default="256,256", help="hidden widths, comma separated (default 256,256)")
+    br.add_argument("--seconds", type=float, default=20.0, help="measuring time, split between the two")
+    br.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
+    br.add_argument("--num-envs", type=int, help="env slots (default min(policies, 64))")
+    br.add_argument("--seed", type=int, default=0)
+    br.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PolicygenError as e:
+        print(f"policygen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("policygen: interrupted; a training run resumes with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
