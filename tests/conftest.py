@@ -1,0 +1,61 @@
+"""Stub environments with known returns and lengths, registered for every test."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+
+class StubEnv(gym.Env):
+    """A constant action a gives reward a + healthy_reward per step and an episode of
+    ``5 + round(5 * (a + 1))`` steps (5..15), so return and length are known in closed form.
+    ``nan_at`` makes step number ``nan_at`` return a NaN reward."""
+
+    def __init__(self, healthy_reward: float = 0.0, nan_at: int | None = None, obs_dim: int = 2):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.healthy_reward, self.nan_at, self.t = healthy_reward, nan_at, 0
+
+    def _obs(self):
+        o = np.zeros(self.observation_space.shape[0])
+        o[0], o[-1] = self.t / 10.0, 1.0
+        return o
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        a = float(np.clip(action[0], -1, 1))
+        self.t += 1
+        r = a + self.healthy_reward
+        if self.nan_at is not None and self.t == self.nan_at:
+            r = float("nan")
+        return self._obs(), r, self.t >= stub_length(a), False, {}
+
+
+def stub_length(a: float) -> int:
+    return 5 + int(round(5 * (a + 1)))
+
+
+class ImageEnv(StubEnv):
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0, 1, (3, 4, 4), np.float64)
+
+
+def _register():
+    if "policygen-tests/Stub-v0" in gym.registry:
+        return
+    gym.register("policygen-tests/Stub-v0", entry_point=StubEnv, max_episode_steps=12)
+    gym.register("policygen-tests/Image-v0", entry_point=ImageEnv, max_episode_steps=12)
+
+
+_register()
+
+
+@pytest.fixture
+def stub_id() -> str:
+    return "policygen-tests/Stub-v0"

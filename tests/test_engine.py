@@ -1,0 +1,126 @@
+"""Rollout accounting against stub environments whose returns and lengths are known in closed form."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import stub_length
+
+from policygen.envs.make import env_info
+from policygen.errors import EnvFault, PolicygenError
+from policygen.policies import MLPSpec
+from policygen.rollout import RolloutEngine
+
+# a bias-only linear policy: action = clip(b) whatever the observation
+SPEC = MLPSpec(2, 1, (), output="none", bias=True)
+
+
+def constant_policies(actions):
+    return torch.tensor([[0.0, 0.0, a] for a in actions])
+
+
+def expected(a, healthy=0.0, limit=12):
+    a = float(np.clip(a, -1, 1))
+    n = min(stub_length(a), limit)
+    return n * (a + healthy), n
+
+
+@pytest.mark.parametrize("num_envs", [1, 3, 8, 64])
+def test_every_policy_once_with_its_own_return_and_length(stub_id, num_envs):
+    actions = np.linspace(-1, 1, 21)[:-1] + 0.03  # away from the rounding boundaries of the length
+    eng = RolloutEngine(stub_id, SPEC, num_envs=num_envs, backend="gymnasium", normalize_obs=False)
+    res = eng.evaluate(constant_policies(actions))
+    for i, a in enumerate(actions):
+        ret, n = expected(a)
+        assert res.lengths[i] == n and res.returns[i] == pytest.approx(ret, abs=1e-5)
+    assert res.env_steps == int(res.lengths.sum()) == eng.env_steps
+    # the engine is reusable: a second call gives the same numbers (deterministic stub)
+    again = eng.evaluate(constant_policies(actions))
+    np.testing.assert_array_equal(again.lengths, res.lengths)
+    assert eng.env_steps == 2 * res.env_steps
+
+
+def test_truncation_at_the_time_limit_ends_the_episode(stub_id):
+    eng = RolloutEngine(stub_id, SPEC, num_envs=2, backend="gymnasium", normalize_obs=False)
+    res = eng.evaluate(constant_policies([1.0, 0.9]))  # natural lengths 15 and 15 > limit 12
+    assert list(res.lengths) == [12, 12]
+
+
+def test_survival_bonus_removed_only_from_training_returns(stub_id):
+    eng = RolloutEngine(stub_id, SPEC, num_envs=4, backend="gymnasium", normalize_obs=False,
+                        return_convention="no_survival_bonus", env_kwargs={"healthy_reward": 1.0})
+    res = eng.evaluate(constant_policies([-0.5, 0.5]))
+    for i, a in enumerate([-0.5, 0.5]):
+        std, n = expected(a, healthy=1.0)
+        assert res.returns[i] == pytest.approx(std)
+        assert res.train_returns[i] == pytest.approx(std - n)
+
+
+def test_k_episodes_are_averaged_and_counted(stub_id):
+    eng = RolloutEngine(stub_id, SPEC, num_envs=3, backend="gymnasium", normalize_obs=False)
+    res = eng.evaluate(constant_policies([0.2, -0.2]), episodes=3, record=True)
+    assert res.episode_returns.shape == (2, 3)
+    assert res.env_steps == 3 * (expected(0.2)[1] + expected(-0.2)[1])
+    assert len(res.trajectories) == 6 and res.trajectories[0]["obs"].shape == (expected(0.2)[1], 2)
+
+
+def test_observation_statistics_update_only_when_asked(stub_id):
+    eng = RolloutEngine(stub_id, SPEC, num_envs=2, backend="gymnasium")
+    eng.evaluate(constant_policies([0.0]))
+    assert eng.obs_stats.count == 0
+    res = eng.evaluate(constant_policies([0.0]), update_stats=True, record=True)
+    obs = res.trajectories[0]["obs"]
+    assert eng.obs_stats.count == len(obs)
+    np.testing.assert_allclose(eng.obs_stats.mean, obs.mean(axis=0), rtol=1e-6)
+
+
+def test_non_finite_reward_is_a_clear_error(stub_id):
+    eng = RolloutEngine(stub_id, SPEC, num_envs=2, backend="gymnasium", env_kwargs={"nan_at": 3})
+    with pytest.raises(EnvFault, match="non-finite reward"):
+        eng.evaluate(constant_policies([0.0]))
+
+
+def test_bad_inputs_are_refused(stub_id):
+    eng = RolloutEngine(stub_id, SPEC, num_envs=2, backend="gymnasium")
+    with pytest.raises(PolicygenError, match="needs exactly 3"):
+        eng.evaluate(torch.zeros(2, 4))
+    with pytest.raises(PolicygenError, match="NaN"):
+        eng.evaluate(torch.full((1, 3), float("nan")))
+    with pytest.raises(PolicygenError, match="does not fit"):
+        RolloutEngine(stub_id, MLPSpec(3, 1, ()), backend="gymnasium")
+    with pytest.raises(PolicygenError, match="flat 1-D Box"):
+        env_info("policygen-tests/Image-v0")
+    with pytest.raises(PolicygenError, match="Discrete"):
+        env_info("CartPole-v1")
+    with pytest.raises(PolicygenError, match="did you mean"):
+        env_info("Hoper-v5")
+    with pytest.raises(PolicygenError, match="EnvPool"):
+        RolloutEngine(stub_id, SPEC, backend="envpool")
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "InvertedPendulum-v5"])
+def test_envpool_and_gymnasium_agree_from_the_same_initial_state(env_id):
+    """With reset noise 0 both start from the same state; the simulators agree to float precision."""
+    pytest.importorskip("envpool", reason="the envpool extra is not installed (scripts/setup.sh installs it)")
+    info = env_info(env_id)
+    spec = MLPSpec(info.obs_dim, info.act_dim, (32, 32), action_high=info.action_high)
+    thetas = torch.randn(4, spec.num_params, generator=torch.Generator().manual_seed(0)) * 0.3
+    out = {}
+    for backend in ("envpool", "gymnasium"):
+        eng = RolloutEngine(env_id, spec, num_envs=4, backend=backend, normalize_obs=False,
+                            env_kwargs={"reset_noise_scale": 0.0})
+        out[backend] = eng.evaluate(thetas)
+        eng.close()
+    np.testing.assert_array_equal(out["envpool"].lengths, out["gymnasium"].lengths)
+    np.testing.assert_allclose(out["envpool"].returns, out["gymnasium"].returns, rtol=1e-4, atol=1e-3)
+
+
+def test_same_seed_same_numbers_on_envpool():
+    pytest.importorskip("envpool", reason="the envpool extra is not installed (scripts/setup.sh installs it)")
+    info = env_info("Hopper-v5")
+    spec = MLPSpec(info.obs_dim, info.act_dim, (16,), action_high=info.action_high)
+    thetas = torch.randn(40, spec.num_params, generator=torch.Generator().manual_seed(0)) * 0.3
+    runs = []
+    for _ in range(2):
+        eng = RolloutEngine("Hopper-v5", spec, num_envs=8, seed=3)
+        runs.append([eng.evaluate(thetas, update_stats=True).returns for _ in range(2)])
+    np.testing.assert_array_equal(np.array(runs[0]), np.array(runs[1]))

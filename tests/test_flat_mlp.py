@@ -1,0 +1,57 @@
+import pytest
+import torch
+from torch import nn
+
+from policygen.errors import PolicygenError
+from policygen.policies import MLPSpec, forward, init_thetas, to_module
+
+SPECS = [MLPSpec(11, 3, (256, 256)), MLPSpec(4, 1, (), output="clip", bias=False, action_high=(3.0,)),
+         MLPSpec(5, 2, (7, 3, 9), activation="relu", action_high=(2.0, 0.5)), MLPSpec(3, 2, (8,), output="none")]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe())
+def test_layout_is_parameters_to_vector_of_sequential(spec):
+    theta = init_thetas(spec, 1, torch.Generator().manual_seed(0))[0]
+    net = to_module(spec, theta)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    assert torch.equal(nn.utils.parameters_to_vector([p for m in linears for p in m.parameters()]), theta)
+    obs = torch.randn(6, spec.obs_dim)
+    torch.testing.assert_close(net(obs), forward(spec, theta.expand(6, -1), obs))
+
+
+def test_hopper_parameter_count_matches_paper():
+    assert MLPSpec(11, 3).num_params == 69_635
+    assert MLPSpec(8, 2).num_params == 68_610  # Swimmer
+    assert MLPSpec(4, 1).num_params == 67_329  # InvertedPendulum
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe())
+def test_batched_forward_equals_loop_of_single_forwards(spec):
+    thetas = init_thetas(spec, 5, torch.Generator().manual_seed(1))
+    obs = torch.randn(5, spec.obs_dim)
+    batched = forward(spec, thetas, obs)
+    for i in range(5):
+        torch.testing.assert_close(batched[i], to_module(spec, thetas[i])(obs[i]))
+    shared = torch.randn(7, spec.obs_dim)  # probing states: every policy on the same states
+    out = forward(spec, thetas, shared)
+    assert out.shape == (5, 7, spec.act_dim)
+    torch.testing.assert_close(out[2], to_module(spec, thetas[2])(shared))
+
+
+def test_output_respects_action_bounds():
+    spec = MLPSpec(3, 2, (8,), action_high=(2.0, 0.5))
+    a = forward(spec, init_thetas(spec, 4) * 100, torch.randn(4, 3) * 100)
+    assert (a.abs() <= torch.tensor([2.0, 0.5]) + 1e-6).all()
+
+
+def test_gradients_reach_parameters():
+    spec = MLPSpec(4, 2, (16, 16))
+    thetas = init_thetas(spec, 3).requires_grad_()
+    forward(spec, thetas, torch.randn(3, 4)).sum().backward()
+    assert thetas.grad is not None and (thetas.grad.abs().sum(dim=1) > 0).all()
+
+
+def test_wrong_length_is_refused_with_the_expected_length():
+    spec = MLPSpec(4, 2, (16,))
+    with pytest.raises(PolicygenError, match=f"needs exactly {spec.num_params}"):
+        forward(spec, torch.zeros(2, spec.num_params + 1), torch.zeros(2, 4))
