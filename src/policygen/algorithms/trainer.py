@@ -71,7 +71,10 @@ def start_run(algo_name: str, run_cfg: RunConfig, out: str, preset: str | None =
               "policy": algo.spec.to_dict(), "return_convention": algo.return_convention,
               "versions": versions(), "commit": git_commit()}
     run = RunDir.create(out, config, force=force)
-    return _train(run, algo, run_cfg, None, progress, quiet)
+    try:
+        return _train(run, algo, run_cfg, None, progress, quiet)
+    finally:
+        run.unlock()
 
 
 def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> RunDir:
@@ -83,8 +86,11 @@ def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> 
     cls = get_algorithm(config["algorithm"])
     algo = cls(make_config(cls.Config, config["algo"], None), env_info(run_cfg.env_id, run_cfg.env_kwargs),
                run_cfg.seed)
-    state = run.load_checkpoint() if run.has_checkpoint() else None
-    return _train(run, algo, run_cfg, state, progress, quiet)
+    try:
+        state = run.load_checkpoint() if run.has_checkpoint() else None
+        return _train(run, algo, run_cfg, state, progress, quiet)
+    finally:
+        run.unlock()
 
 
 def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
@@ -142,7 +148,6 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         "best_eval_return": best_eval if last_eval else None,
         "return_convention": algo.return_convention, "versions": versions(), "commit": git_commit(),
     })
-    run.unlock()
     return run
 
 
