@@ -1,3 +1,5 @@
-from policygen.cli import main
 import sys
+
+from policygen.cli import main
+
 sys.exit(main())

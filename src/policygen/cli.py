@@ -65,6 +65,63 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(a: argparse.Namespace) -> int:
+    from policygen.algorithms.loading import load_run
+    from policygen.analysis.sweep import outside_note, seen_range
+    from policygen.policies.io import save_policy
+
+    loaded = load_run(a.run_dir)
+    seen = seen_range(loaded)
+    policy = loaded.generate(a.command)
+    path = save_policy(policy, a.out, force=a.force)
+    note = outside_note(__import__("numpy").array([a.command]), seen)
+    print(json.dumps({"out": str(path), "command": a.command, "seen_range": list(seen),
+                      "outside_seen_range": bool(note), "env_id": loaded.run_config.env_id,
+                      "policy": policy.spec.describe()}, indent=2))
+    if note:
+        print(f"policygen: note: command {a.command} lies outside the returns seen in training "
+              f"[{seen[0]:.1f}, {seen[1]:.1f}]; the generator extrapolates", file=sys.stderr)
+    return 0
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from policygen.algorithms.loading import load_run
+    from policygen.analysis.sweep import parse_commands, plot_sweep, seen_range, sweep, table
+
+    loaded = load_run(a.run_dir)
+    commands = parse_commands(a.commands, seen_range(loaded))
+    result = sweep(loaded, commands, a.episodes, a.seed, a.backend)
+    plot = a.plot or str(Path(a.run_dir) / "sweep.png")
+    plot_sweep(result, plot)
+    result["plot"] = plot
+    print(json.dumps(result, indent=2))
+    print(table(result), file=sys.stderr)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """Train a generator on a small MuJoCo task, command it across the seen range, show the table."""
+    from policygen.algorithms.base import RunConfig
+    from policygen.algorithms.loading import load_run
+    from policygen.algorithms.trainer import start_run
+    from policygen.analysis.sweep import parse_commands, plot_sweep, seen_range, sweep, table
+
+    rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, eval_every=max(1000, a.steps // 10))
+    print(f"[demo] training {a.algo} on {a.env} for {a.steps} env steps -> {a.out}", file=sys.stderr)
+    run = start_run(a.algo, rc, a.out, force=True, progress=None)
+    print(f"[demo] trained in {run.summary['wall_s']:.0f} s; final evaluation return "
+          f"{run.summary['final_eval_return']:.1f}", file=sys.stderr)
+    loaded = load_run(a.out)
+    result = sweep(loaded, parse_commands(f"{{}}:{{}}:{a.n_commands}".format(*seen_range(loaded))), a.episodes,
+                   a.seed)
+    plot = str(Path(a.out) / "sweep.png")
+    plot_sweep(result, plot)
+    print(f"\ncommanded vs achieved return on {a.env} ({a.episodes} episodes each):")
+    print(table(result))
+    print(f"\nplot: {plot}\nrun:  {a.out}  (policygen generate {a.out} --command R --out policy.pt)")
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from policygen.analysis.bench import bench_rollout
 
@@ -105,6 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
     e.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
     e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("generate", help="a generator run's policy for a return command, as a file")
+    g.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
+    g.add_argument("--command", type=float, required=True, help="desired return (the run's convention)")
+    g.add_argument("--out", required=True, help="policy file: .safetensors (policygen) or .pt (TorchScript)")
+    g.add_argument("--force", action="store_true", help="overwrite an existing file")
+    g.set_defaults(func=cmd_generate)
+
+    w = sub.add_parser("sweep", help="command a generator across returns; JSON + calibration plot")
+    w.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
+    w.add_argument("--commands", help="LO:HI:N or A,B,C (default: 21 over the returns seen in training)")
+    w.add_argument("--episodes", type=int, default=5, help="episodes per command (default 5)")
+    w.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
+    w.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
+    w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png)")
+    w.set_defaults(func=cmd_sweep)
+
+    d = sub.add_parser("demo", help="the main job: train a generator, command it, print and plot")
+    d.add_argument("--algo", default="gogepo", help="generator to train (default gogepo)")
+    d.add_argument("--env", default="InvertedPendulum-v5", help="MuJoCo task (default InvertedPendulum-v5)")
+    d.add_argument("--steps", type=int, default=100_000, help="env steps (default 100000)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--n-commands", type=int, default=11, help="commands across the seen range (default 11)")
+    d.add_argument("--episodes", type=int, default=5, help="episodes per command (default 5)")
+    d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo, overwritten)")
+    d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="benchmarks; print JSON")
     bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from policygen.algorithms.base import Algorithm, RunConfig, make_config
 from policygen.algorithms.registry import get_algorithm
 from policygen.envs.make import env_info
@@ -21,6 +23,10 @@ class LoadedRun:
     obs_stats: RunningStats
     env_steps: int
 
+    def generate(self, command: float) -> Policy:
+        """A generator run's policy for the return ``command`` (in the run's return convention)."""
+        return self.policy(command)
+
     def policy(self, command: float | None = None) -> Policy:
         """The run's policy (its evaluation policy, or the generator's output for ``command``)."""
         if command is None:
@@ -29,7 +35,7 @@ class LoadedRun:
             generate = getattr(self.algo, "generate", None)
             if generate is None:
                 raise PolicygenError(f"{self.run.config['algorithm']} is not a generator: it takes no command")
-            theta = generate([command])[0]
+            theta = generate(torch.tensor([float(command)]))[0]
         meta = {"env_id": self.run_config.env_id, "algorithm": self.run.config["algorithm"],
                 "command": command, "run": str(self.run.path)}
         stats = self.obs_stats if getattr(self.algo, "normalize_obs", True) else None

@@ -1,0 +1,121 @@
+"""Command sweeps: ask a trained generator for many returns, measure what its policies achieve.
+
+Commands are in the run's return convention (a Hopper run that learns without the survival bonus is
+commanded without it); ``achieved_mean`` is measured in that same convention, and the standard Gymnasium
+return is reported beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from policygen.algorithms.loading import LoadedRun
+from policygen.errors import PolicygenError
+from policygen.rollout.engine import RolloutEngine
+
+
+def parse_commands(text: str | None, seen: tuple[float, float]) -> np.ndarray:
+    """``LO:HI:N`` (N evenly spaced, ends included), a comma list, or None for 21 over the seen range."""
+    if not text:
+        return np.linspace(seen[0], seen[1], 21)
+    try:
+        if ":" in text:
+            lo, hi, n = text.split(":")
+            if int(n) < 1:
+                raise ValueError("N must be at least 1")
+            return np.linspace(float(lo), float(hi), int(n))
+        return np.array([float(x) for x in text.split(",") if x.strip()])
+    except ValueError as e:
+        raise PolicygenError(f"--commands {text!r}: expected LO:HI:N (e.g. 0:1000:21) or A,B,C ({e})") from None
+
+
+def seen_range(loaded: LoadedRun) -> tuple[float, float]:
+    fn = getattr(loaded.algo, "seen_return_range", None)
+    if fn is None:
+        raise PolicygenError(f"{loaded.run.config['algorithm']} is not a generator: it cannot be commanded")
+    lo, hi = fn()
+    return float(lo), float(hi)
+
+
+def outside_note(commands: np.ndarray, seen: tuple[float, float]) -> list[float]:
+    """Commands outside the range of returns seen in training (allowed: that is extrapolation)."""
+    return [float(c) for c in commands if c < seen[0] - 1e-9 or c > seen[1] + 1e-9]
+
+
+def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int = 0,
+          backend: str | None = None) -> dict:
+    """Generate one policy per command, run ``episodes`` episodes of each (one engine call), compare."""
+    if episodes < 1:
+        raise PolicygenError(f"--episodes must be at least 1, got {episodes}")
+    seen = seen_range(loaded)
+    algo, rc = loaded.algo, loaded.run_config
+    thetas = algo.generate(torch.as_tensor(commands, dtype=torch.float32))
+    engine = RolloutEngine(rc.env_id, algo.spec, num_envs=min(64, len(commands) * episodes),
+                           backend=backend or rc.backend, seed=seed, return_convention=algo.return_convention,
+                           env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True))
+    engine.obs_stats = loaded.obs_stats.copy()
+    res = engine.evaluate(thetas, episodes=episodes, count_steps=False)
+    engine.close()
+    bonus = engine.info.survival_bonus if algo.return_convention == "no_survival_bonus" else 0.0
+    # per-episode returns in the run's convention: the standard return minus the bonus per step
+    per_ep = res.episode_returns - (bonus * res.lengths[:, None] if bonus else 0.0)
+    achieved = per_ep.mean(axis=1)
+    span = float(commands.max() - commands.min()) if len(commands) > 1 else 1.0
+    out = {
+        "run_dir": str(loaded.run.path), "env_id": rc.env_id, "algorithm": loaded.run.config["algorithm"],
+        "return_convention": algo.return_convention, "episodes": episodes, "seed": seed,
+        "seen_range": list(seen),
+        "commands": [float(c) for c in commands],
+        "achieved_mean": [float(a) for a in achieved],
+        "achieved_std": [float(s) for s in per_ep.std(axis=1)],
+        "achieved_standard_mean": [float(a) for a in res.returns],
+        "spearman": float(spearmanr(commands, achieved).statistic) if len(commands) > 2 else None,
+        "mae_frac": float(np.mean(np.abs(achieved - commands)) / span) if span > 0 else None,
+        "outside_seen_range": outside_note(commands, seen),
+    }
+    predict = getattr(algo, "predict_returns", None)
+    if predict is not None:
+        out["evaluator_prediction"] = [float(v) for v in predict(thetas)]
+    return out
+
+
+def plot_sweep(result: dict, path: str) -> None:
+    """Commanded vs achieved return, with the identity line, the seen range and the evaluator's guess."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = np.array(result["commands"])
+    m, s = np.array(result["achieved_mean"]), np.array(result["achieved_std"])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    lo, hi = result["seen_range"]
+    ax.axvspan(lo, hi, color="0.92", label="returns seen in training")
+    ax.plot([c.min(), c.max()], [c.min(), c.max()], "k--", lw=1, label="achieved = commanded")
+    ax.errorbar(c, m, yerr=s, fmt="o-", ms=4, capsize=2, label=f"achieved (mean ± std, {result['episodes']} ep.)")
+    if "evaluator_prediction" in result:
+        ax.plot(c, result["evaluator_prediction"], "s", ms=3, alpha=0.7, label="evaluator V(G(c))")
+    ax.set_xlabel(f"commanded return ({result['return_convention']})")
+    ax.set_ylabel("achieved return")
+    rho = result.get("spearman")
+    ax.set_title(f"{result['algorithm']} on {result['env_id']}"
+                 + (f": Spearman {rho:.2f}, MAE {100 * result['mae_frac']:.0f}% of range" if rho is not None else ""),
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def table(result: dict) -> str:
+    """A plain-text table of commanded vs achieved returns."""
+    lines = [f"{'command':>10} {'achieved':>10} {'± std':>8}  note", "-" * 42]
+    outside = set(result["outside_seen_range"])
+    for c, m, s in zip(result["commands"], result["achieved_mean"], result["achieved_std"], strict=True):
+        lines.append(f"{c:10.1f} {m:10.1f} {s:8.1f}  {'outside seen range' if c in outside else ''}")
+    rho, mae = result.get("spearman"), result.get("mae_frac")
+    if rho is not None:
+        lines.append(f"Spearman rank correlation {rho:.3f}; mean absolute error {100 * mae:.1f}% of the range")
+    return "\n".join(lines)
