@@ -92,11 +92,13 @@ class EnvPoolBackend:
 
     def step(self, ids: np.ndarray, actions: np.ndarray):
         obs, rew, term, trunc, info = self.pool.step(actions, ids)
-        order = np.argsort(info["env_id"])  # envpool may return the slots in another order
-        if not np.array_equal(info["env_id"][order], np.sort(ids)):
+        got = info["env_id"]
+        if np.array_equal(got, ids):  # the synchronous pool answers in the order asked
+            return obs, rew, term, trunc
+        pos = {int(e): k for k, e in enumerate(got)}
+        if sorted(pos) != sorted(int(i) for i in ids):
             raise PolicygenError("EnvPool returned other slots than were stepped")
-        back = np.argsort(np.argsort(ids))
-        sel = order[back]
+        sel = np.array([pos[int(i)] for i in ids])
         return obs[sel], rew[sel], term[sel], trunc[sel]
 
     def close(self) -> None:

@@ -88,9 +88,9 @@ class RolloutEngine:
     @torch.inference_mode()
     def _act(self, obs: np.ndarray, n_rows: int) -> np.ndarray:
         """Actions of the policies in weight rows ``0..n_rows-1`` on ``obs (n_rows, obs_dim)``."""
-        x = torch.as_tensor(obs, dtype=torch.float32)
         if self.normalize_obs:
-            x = self.obs_stats.normalize(x)
+            obs = (obs - self._norm[0]) / self._norm[1]  # float64, as the statistics
+        x = torch.from_numpy(obs.astype(np.float32))
         layers = unflatten(self.spec, self._slot_thetas[:n_rows])
         return forward_layers(self.spec, layers, x.unsqueeze(1))[:, 0].numpy()
 
@@ -123,7 +123,8 @@ class RolloutEngine:
         length = np.zeros(n_jobs, dtype=np.int64)
         failed = np.zeros(n_jobs, dtype=bool)
         trajs = [dict(obs=[], actions=[], rewards=[]) for _ in range(n_jobs)] if record else None
-        stats = RunningStats(self.info.obs_dim)
+        stats = _ObsAccumulator(self.info.obs_dim)
+        self._norm = (self.obs_stats.mean.copy(), self.obs_stats.std.copy())  # frozen for this call
         sched = _Slots(slots, jobs, self._slot_thetas)
         obs = np.zeros((slots, self.info.obs_dim))
         backend = self._backend
@@ -149,7 +150,7 @@ class RolloutEngine:
             ids = np.concatenate([active, wait])
             actions = np.zeros((len(ids), self.info.act_dim), dtype=np.float32)
             if len(active):
-                stats.update(obs[active])
+                stats.add(obs[active])
                 actions[:len(active)] = self._act(obs[active], len(active))
                 if record:
                     for k, s in enumerate(active):
@@ -186,7 +187,7 @@ class RolloutEngine:
         ret[failed] = np.nan
         if record:
             trajs = [{k: np.asarray(v, dtype=np.float32) for k, v in t.items()} for t in trajs]
-        return ret, length, failed, trajs, stats
+        return ret, length, failed, trajs, stats.result()
 
     def _step(self, backend, ids, actions):
         try:
@@ -245,3 +246,25 @@ class _Slots:
             self.row_of[moved], self.slot_at[r] = r, moved
         self.row_of[s], self.slot_at[last] = -1, -1
         self.n_rows -= 1
+
+
+class _ObsAccumulator:
+    """Observations of one call, merged into exact statistics in chunks (one numpy pass per chunk)."""
+
+    def __init__(self, dim: int, chunk_floats: int = 1 << 20):
+        self.stats, self.parts, self.size, self.limit = RunningStats(dim), [], 0, chunk_floats
+
+    def add(self, obs: np.ndarray) -> None:
+        self.parts.append(obs.copy())
+        self.size += obs.size
+        if self.size >= self.limit:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.parts:
+            self.stats.update(np.concatenate(self.parts))
+            self.parts, self.size = [], 0
+
+    def result(self) -> RunningStats:
+        self._flush()
+        return self.stats

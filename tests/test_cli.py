@@ -1,0 +1,63 @@
+"""The command line as a user meets it: one-line errors that name the bad value, nothing overwritten."""
+
+import json
+
+import pytest
+import torch
+
+from policygen.cli import main
+from policygen.policies import MLPSpec, Policy
+from policygen.policies.io import load_policy, save_policy
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "ars", "--env", "Hoper-v5"], "unknown environment id 'Hoper-v5'; did you mean Hopper-v5"),
+    (["train", "ars", "--env", "CartPole-v1"], "Discrete action space"),
+    (["train", "nope", "--env", "Hopper-v5"], "unknown algorithm 'nope'"),
+    (["train", "ars", "--env", "Hopper-v5", "--set", "foo=1"], "no setting 'foo'"),
+    (["train", "ars", "--env", "Hopper-v5", "--set", "top=x"], "top='x'"),
+    (["train", "ars", "--env", "Hopper-v5", "--preset", "nope"], "no preset 'nope'"),
+    (["train", "ars", "--env", "Hopper-v5", "--backend", "cuda"], "backend 'cuda' is not one of"),
+    (["evaluate", "/nonexistent/run"], "no such run directory or policy file"),
+    (["sweep", "/nonexistent/run"], "no such run directory"),
+])
+def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, message):
+    code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path / "r")] if argv[0] == "train" else []))
+    assert code == 2
+    assert err.startswith("policygen: error: ") and message in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_train_evaluate_and_refusals_on_a_real_run(capsys, tmp_path):
+    out_dir = str(tmp_path / "ars")
+    code, out, _ = run_cli(capsys, "train", "ars", "--env", "InvertedPendulum-v5", "--steps", "3000",
+                           "--out", out_dir, "--quiet", "--backend", "gymnasium", "--num-envs", "16")
+    assert code == 0 and json.loads(out)["env_steps"] >= 3000
+    code, out, _ = run_cli(capsys, "evaluate", out_dir, "--episodes", "3")
+    res = json.loads(out)
+    assert code == 0 and len(res["returns"]) == 3 and res["mean"] == pytest.approx(sum(res["returns"]) / 3)
+    # an existing run is not overwritten, and ARS is no generator
+    code, _, err = run_cli(capsys, "train", "ars", "--env", "InvertedPendulum-v5", "--out", out_dir)
+    assert code == 2 and "already exists" in err
+    code, _, err = run_cli(capsys, "generate", out_dir, "--command", "10", "--out", str(tmp_path / "p.pt"))
+    assert code == 2 and "not a generator" in err
+    code, _, err = run_cli(capsys, "train", "--resume", out_dir)
+    assert code == 2 and "already complete" in err
+
+
+def test_policy_file_for_another_env_is_refused(capsys, tmp_path):
+    spec = MLPSpec(11, 3, (8,))
+    policy = Policy(spec, torch.zeros(spec.num_params), torch.zeros(11).numpy(), torch.ones(11).numpy(),
+                    {"env_id": "Hopper-v5"})
+    path = save_policy(policy, tmp_path / "hopper.safetensors")
+    assert torch.equal(load_policy(path).theta, policy.theta)
+    code, _, err = run_cli(capsys, "evaluate", str(path), "--env", "InvertedPendulum-v5")
+    assert code == 2 and "observations of size 11" in err and "InvertedPendulum-v5 has obs 4" in err
+    with pytest.raises(Exception, match="exists"):
+        save_policy(policy, path)
