@@ -1,0 +1,292 @@
+"""UDRLPG: Upside-Down RL with Policy Generators (Di Ventura et al., arXiv 2501.16288).
+
+GoGePo without the evaluator. The generator ``G(c) -> theta`` is regressed on hindsight pairs: a policy
+theta that achieved (scaled) return c is a correct answer to the command c. The loop, top to bottom:
+
+1. warm-up: ``warmup_episodes`` episodes of ``G(1.0)`` fill the buffer (and fix a learned return range);
+2. each iteration: ``updates`` Adam steps on ``MSE(G(c_i), theta_i)`` over buffer draws ``(c_i, theta_i)``;
+3. command ``c* = best scaled return seen``; roll out ``G(c*) + sigma * eps`` (``policies_per_iteration``
+   of them, in one engine call); store ``(return, theta)`` in the return-bucket buffer.
+
+Returns are scaled to ``(R - min) / (max - min)``. A hand-set range (the paper's, for known tasks) stays
+fixed and the buffer grows buckets above 1; a learned range starts at the warm-up returns and doubles its
+width whenever a return exceeds it, so commands stay in [0, 1] (doubling merges buckets pairwise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from policygen.algorithms.base import Algorithm
+from policygen.buffers.buckets import REPLACEMENTS, WEIGHTINGS, BucketBuffer, FifoBuffer
+from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
+from policygen.errors import PolicygenError
+from policygen.generators.hypernetwork import HyperNetwork
+from policygen.policies.flat_mlp import MLPSpec
+from policygen.rollout.engine import RolloutEngine
+
+HAND_SET_RANGES = {"Swimmer": (-100.0, 365.0), "Hopper": (-100.0, 3000.0),
+                   "InvertedPendulum": (0.0, 1000.0), "MountainCarContinuous": (-100.0, 100.0)}
+"""Raw-return ranges set by hand in the official code (METHODS.md); Hopper's excludes the survival bonus."""
+
+
+@dataclass
+class UDRLPGConfig:
+    """Settings of UDRLPG; defaults are the official code's (the ``paper`` preset)."""
+
+    policy_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the generated tanh MLP policy."""
+    chunk: int = 32
+    """Hypernetwork tile side in neurons."""
+    embed_dim: int = 32
+    """Size of each tile's learned embedding z."""
+    generator_hidden: tuple[int, ...] = (512, 512)
+    """Hidden widths of the hypernetwork's weight and bias MLPs."""
+    output_scaling: bool = False
+    """Scale generated layers by 2/sqrt(fan_in) (GoGePo does; UDRLPG does not)."""
+    learning_rate: float = 2e-6
+    """Adam learning rate of the generator."""
+    batch_size: int = 24
+    """Buffer draws (c_i, theta_i) per Adam step."""
+    update_repeats: int = 8
+    """Adam steps per iteration (the paper: per episode)."""
+    rollout_repeats: int = 1
+    """Noisy policies G(c*) + sigma*eps rolled out per iteration, all in one engine call."""
+    noise_policy: float = 0.1
+    """sigma: std of the parameter-space exploration noise added to every generated weight."""
+    warmup_runs: int = 10
+    """Warm-up episodes of G(1.0) before the first update."""
+    warmup_noise: bool = False
+    """Add the exploration noise to warm-up policies (the official warm-up runs G(1.0) unchanged)."""
+    buffer: str = "buckets"
+    """``buckets`` (the paper's return-bucket buffer) or ``fifo`` (the variance ablation)."""
+    n_buckets: int = 800
+    """Buckets over the scaled return range [0, 1]."""
+    bucket_max_size: int = 1
+    """Policies a bucket holds at most (really: the official code's 1 kept 2)."""
+    bucket_replace: str = "reject"
+    """Full bucket: ``newest`` replaces its oldest policy, ``reject`` (official) drops the newcomer."""
+    bucket_weighting: str = "exp"
+    """Bucket draw weight by rank among non-empty buckets: exp, reciprocal or uniform."""
+    bucket_weighting_scaling: float = 0.3
+    """The 0.3 of the exp weighting exp(0.3 * (rank - n))."""
+    fifo_size: int = 800
+    """Policies the FIFO ablation buffer keeps (newest first)."""
+    return_range: tuple[float, ...] = ()
+    """(min, max) raw return mapped to scaled [0, 1]; empty: hand-set if ``hand_set_range``, else learned."""
+    hand_set_range: bool = True
+    """Use the official hand-set range for InvertedPendulum, Swimmer, Hopper, MountainCarContinuous."""
+    return_convention: str = "no_survival_bonus"
+    """Return that commands and the buffer use: ``standard`` or ``no_survival_bonus`` (official)."""
+
+    def __post_init__(self) -> None:
+        positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
+                    "rollout_repeats": self.rollout_repeats, "warmup_runs": self.warmup_runs,
+                    "n_buckets": self.n_buckets, "bucket_max_size": self.bucket_max_size,
+                    "fifo_size": self.fifo_size}
+        for name, v in positive.items():
+            if int(v) != v or v < 1:
+                raise PolicygenError(f"udrlpg {name} must be an integer >= 1, got {v!r}")
+        if self.update_repeats < 0 or not (self.learning_rate > 0) or not (self.noise_policy >= 0):
+            raise PolicygenError(f"udrlpg needs update_repeats >= 0, learning_rate > 0, noise_policy >= 0; "
+                                 f"got {self.update_repeats}, {self.learning_rate}, {self.noise_policy}")
+        choices = {"buffer": (self.buffer, ("buckets", "fifo")),
+                   "bucket_replace": (self.bucket_replace, REPLACEMENTS),
+                   "bucket_weighting": (self.bucket_weighting, WEIGHTINGS),
+                   "return_convention": (self.return_convention, RETURN_CONVENTIONS)}
+        for name, (v, ok) in choices.items():
+            if v not in ok:
+                raise PolicygenError(f"udrlpg {name} {v!r} is not one of {list(ok)}")
+        r = tuple(float(x) for x in self.return_range)
+        if r and (len(r) != 2 or not all(map(math.isfinite, r)) or r[0] >= r[1]):
+            raise PolicygenError(f"udrlpg return_range must be empty or two finite numbers min < max, "
+                                 f"got {r}")
+        self.return_range = r
+
+
+PAPER = dict(learning_rate=2e-6, batch_size=24, update_repeats=8, rollout_repeats=1, noise_policy=0.1,
+             warmup_runs=10, n_buckets=800, bucket_max_size=1, bucket_replace="reject", chunk=32,
+             embed_dim=32,
+             generator_hidden=(512, 512), output_scaling=False, hand_set_range=True,
+             return_convention="no_survival_bonus")
+FAST = dict(PAPER, learning_rate=1e-4, update_repeats=8, rollout_repeats=8, warmup_noise=True,
+            bucket_replace="newest", hand_set_range=False)
+
+
+class UDRLPG(Algorithm):
+    """Upside-down policy generator: hindsight regression of G(return) onto the policies that got it."""
+
+    name = "udrlpg"
+    Config = UDRLPGConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": PAPER, "fast": FAST}
+    default_preset = "fast"
+
+    def __init__(self, config: UDRLPGConfig, info: EnvInfo, seed: int):
+        self.config, self.info, self.seed = config, info, int(seed)
+        self.spec = MLPSpec(info.obs_dim, info.act_dim, hidden=config.policy_hidden,
+                            action_high=info.action_high)
+        self.return_convention = config.return_convention
+        with torch.random.fork_rng(devices=[]):  # seed the generator's init without touching global state
+            torch.manual_seed(self.seed)
+            self.gen = HyperNetwork(self.spec, command_dim=1, chunk=config.chunk, embed_dim=config.embed_dim,
+                                    hidden=config.generator_hidden, output_scaling=config.output_scaling)
+        self.opt = torch.optim.Adam(self.gen.parameters(), lr=config.learning_rate)
+        self.noise = torch.Generator().manual_seed(self.seed + 1)
+        self.fixed_range = self._fixed_range()
+        self.buffer: BucketBuffer | FifoBuffer | None = None
+        self.episodes = 0
+        self.lowest_return, self.best_return = math.inf, -math.inf
+
+    def _fixed_range(self) -> tuple[float, float] | None:
+        if self.config.return_range:
+            return self.config.return_range  # type: ignore[return-value]
+        if self.config.hand_set_range:
+            return HAND_SET_RANGES.get(self.info.env_id.split("-")[0])
+        return None
+
+    def _make_buffer(self, r_min: float, r_max: float) -> BucketBuffer | FifoBuffer:
+        c, seed = self.config, self.seed + 2
+        if c.buffer == "fifo":
+            return FifoBuffer(r_min, r_max, size=c.fifo_size, seed=seed)
+        return BucketBuffer(r_min, r_max, n_buckets=c.n_buckets, capacity=c.bucket_max_size,
+                            replace=c.bucket_replace, weighting=c.bucket_weighting,
+                            exp_coef=c.bucket_weighting_scaling, seed=seed)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def iterate(self, engine: RolloutEngine) -> dict:
+        if self.buffer is None:
+            return self._warmup(engine)
+        loss = self.fit(self.config.update_repeats)
+        command = self.buffer.best_scaled
+        thetas = self._noisy(command, self.config.rollout_repeats, self.config.noise_policy)
+        res = engine.evaluate(thetas, episodes=1, update_stats=True)
+        returns = self._store(thetas, res)
+        raw_command = float(self.buffer.unscale(command))
+        return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
+
+    def _warmup(self, engine: RolloutEngine) -> dict:
+        sigma = self.config.noise_policy if self.config.warmup_noise else 0.0
+        thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
+        res = engine.evaluate(thetas, episodes=1, update_stats=True)
+        ok = res.train_returns[~res.failed]
+        if len(ok) == 0:
+            raise PolicygenError("every warm-up episode failed (non-finite returns): no return range")
+        r_min, r_max = self.fixed_range or (float(ok.min()), float(ok.min()) + max(float(np.ptp(ok)), 1.0))
+        self.buffer = self._make_buffer(r_min, r_max)
+        returns = self._store(thetas, res)
+        return {**self._metrics(returns, len(thetas)), "command": None, "loss": None}
+
+    @torch.no_grad()
+    def _noisy(self, command: float, n: int, sigma: float) -> torch.Tensor:
+        """``n`` policies ``G(command) + sigma * eps`` (n, P); command scaled."""
+        base = self.gen(torch.tensor([[command]], dtype=torch.float32))
+        eps = torch.randn(n, base.shape[1], generator=self.noise)
+        return base + sigma * eps
+
+    def _store(self, thetas: torch.Tensor, res) -> np.ndarray:
+        ok = ~res.failed
+        returns = res.train_returns[ok]
+        self.episodes += len(res.train_returns)
+        if len(returns):
+            self.buffer.add(thetas[torch.as_tensor(ok)], returns)
+            self.lowest_return = min(self.lowest_return, float(returns.min()))
+            self.best_return = max(self.best_return, float(returns.max()))
+        if self.fixed_range is None:
+            while self.buffer.best_scaled > 1.0:  # learned range: double its width, commands stay in [0, 1]
+                self.buffer.rescale(self.buffer.r_min + 2.0 * (self.buffer.r_max - self.buffer.r_min))
+        return returns
+
+    def fit(self, steps: int) -> float | None:
+        """``steps`` Adam steps of ``MSE(G(c_i), theta_i)`` over buffer draws; mean loss (None if 0 steps)."""
+        losses = []
+        for _ in range(steps):
+            commands, thetas = self.buffer.sample(self.config.batch_size)
+            loss = F.mse_loss(self.gen(commands.unsqueeze(1)), thetas)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            losses.append(loss.item())
+        return float(np.mean(losses)) if losses else None
+
+    def _metrics(self, returns: np.ndarray, episodes: int) -> dict:
+        has = len(returns) > 0
+        return {"episodes": episodes,
+                "train_return_mean": float(returns.mean()) if has else None,
+                "train_return_max": float(returns.max()) if has else None,
+                "best_train_return": self.best_return if math.isfinite(self.best_return) else None}
+
+    # --- using the generator ----------------------------------------------------------------------
+    def eval_policy(self) -> tuple[torch.Tensor, float | None]:
+        """``G(c*)`` without noise for the best scaled return seen, and ``c*`` in raw return units."""
+        if self.buffer is None:
+            with torch.no_grad():
+                return self.gen(torch.ones(1, 1))[0], None
+        c = self.buffer.best_scaled
+        with torch.no_grad():
+            theta = self.gen(torch.tensor([[c]], dtype=torch.float32))[0]
+        return theta, float(self.buffer.unscale(c))
+
+    def generate(self, commands) -> torch.Tensor:
+        """Policies for raw-return ``commands (N,)`` (the run's return convention) -> ``thetas (N, P)``.
+
+        Commands below the range minimum act as the minimum (returns are clipped there); commands above
+        the best return seen are unseen returns: G extrapolates.
+        """
+        if self.buffer is None:
+            raise PolicygenError("this UDRLPG generator has not finished its warm-up: no return range yet")
+        raw = np.asarray(commands, dtype=np.float64).reshape(-1)
+        if not np.isfinite(raw).all():
+            raise PolicygenError(f"commands must be finite returns, got {raw[~np.isfinite(raw)][:3]}")
+        scaled = torch.tensor(self.buffer.scale(raw), dtype=torch.float32).unsqueeze(1)
+        with torch.no_grad():
+            return self.gen(scaled)
+
+    def seen_return_range(self) -> tuple[float, float]:
+        """Lowest and highest training return seen (raw, the run's return convention)."""
+        if not math.isfinite(self.best_return):
+            raise PolicygenError("this UDRLPG run has not completed an episode yet: no returns seen")
+        return self.lowest_return, self.best_return
+
+    def scale_range(self) -> tuple[float, float]:
+        """The raw returns (min, max) that map to scaled commands 0 and 1."""
+        if self.buffer is None:
+            raise PolicygenError("this UDRLPG generator has not finished its warm-up: no return range yet")
+        return self.buffer.r_min, self.buffer.r_max
+
+    # --- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"gen": dict(self.gen.state_dict()), "opt": _optim_state(self.opt),
+                "noise": self.noise.get_state(), "episodes": self.episodes,
+                "lowest_return": self.lowest_return, "best_return": self.best_return,
+                "buffer": None if self.buffer is None else self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.load_state_dict(state["gen"])
+        _load_optim_state(self.opt, state["opt"])
+        self.noise.set_state(state["noise"])
+        self.episodes = int(state["episodes"])
+        self.lowest_return, self.best_return = float(state["lowest_return"]), float(state["best_return"])
+        self.buffer = None
+        if state["buffer"] is not None:
+            self.buffer = self._make_buffer(float(state["buffer"]["r_min"]), float(state["buffer"]["r_max"]))
+            self.buffer.load_state_dict(state["buffer"])
+
+
+def _optim_state(opt: torch.optim.Optimizer) -> dict:
+    """Adam's state with string keys only (state files take no integer keys)."""
+    sd = opt.state_dict()
+    return {"state": {str(k): v for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def _load_optim_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in state["param_groups"]]
+    opt.load_state_dict({"state": {int(k): v for k, v in state["state"].items()}, "param_groups": groups})
+
+
+__all__ = ["HAND_SET_RANGES", "UDRLPG", "UDRLPGConfig"]

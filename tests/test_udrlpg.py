@@ -1,0 +1,210 @@
+"""UDRLPG: hindsight regression, interpolation, state round trips, exact resume, learning (slow)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from policygen.algorithms.base import RunConfig, make_config
+from policygen.algorithms.trainer import resume_run, start_run
+from policygen.algorithms.udrlpg import UDRLPG, UDRLPGConfig
+from policygen.envs.make import EnvInfo, env_info
+from policygen.errors import PolicygenError
+from policygen.rollout.engine import RolloutEngine
+from policygen.runs.files import load_state, save_state
+
+INFO = EnvInfo("Synthetic-v0", obs_dim=3, act_dim=1, action_high=(1.0,), max_episode_steps=10,
+               survival_bonus=0.0)
+SMALL = dict(policy_hidden=(8, 8), chunk=4, embed_dim=4, generator_hidden=(32, 32), batch_size=8,
+             hand_set_range=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(request):
+    """Tiny networks: one thread avoids OpenMP spin costs (10-20x on a shared 2-core machine)."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small(seed: int = 0, **kw) -> UDRLPG:
+    return UDRLPG(UDRLPGConfig(**{**SMALL, **kw}), INFO, seed)
+
+
+def _targets(p: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(p, generator=g) * 0.5, torch.randn(p, generator=g) * 0.5
+
+
+def test_regression_loss_decreases_and_g_interpolates():
+    algo = small(learning_rate=3e-3, n_buckets=10, bucket_weighting="uniform")
+    a, b = _targets(algo.spec.num_params)
+    algo.buffer = algo._make_buffer(0.0, 1.0)
+    algo.buffer.add(torch.stack([a, b]), [0.0, 1.0])  # theta a achieved return 0, theta b return 1
+    first = algo.fit(5)
+    for _ in range(30):
+        last = algo.fit(10)
+    assert last < 0.02 * first, (first, last)
+    ga, gm, gb = algo.generate([0.0, 0.5, 1.0])
+    span = float((b - a).norm())
+    assert float((ga - a).norm()) < 0.1 * span and float((gb - b).norm()) < 0.1 * span
+    # G(0.5) lies between the targets: its projection on the segment is interior, and it is closer
+    # to the segment than the targets are to each other
+    t = float(torch.dot(gm - a, b - a)) / span**2
+    off = float((gm - (a + t * (b - a))).norm())
+    assert 0.3 < t < 0.7 and off < 0.2 * span, (t, off)
+
+
+def test_regression_pulls_g_to_the_policy_of_each_command():
+    """A wrong sign or a shuffled (command, theta) pairing would fail here."""
+    algo = small(learning_rate=3e-3, n_buckets=4, bucket_weighting="uniform")
+    a, b = _targets(algo.spec.num_params, seed=1)
+    algo.buffer = algo._make_buffer(0.0, 1.0)
+    algo.buffer.add(torch.stack([a, b]), [0.1, 0.9])
+    for _ in range(20):
+        algo.fit(10)
+    g_low, g_high = algo.generate([0.1, 0.9])
+    assert (g_low - a).norm() < (g_low - b).norm() and (g_high - b).norm() < (g_high - a).norm()
+
+
+def test_commands_are_scaled_and_eval_uses_the_best():
+    algo = small(return_range=(-100.0, 300.0))
+    algo.buffer = algo._make_buffer(*algo._fixed_range())
+    algo.buffer.add(torch.zeros(2, algo.spec.num_params), [20.0, 100.0])
+    assert algo.scale_range() == (-100.0, 300.0)
+    theta, command = algo.eval_policy()
+    assert command == pytest.approx(100.0)
+    assert torch.allclose(theta, algo.generate([100.0])[0])
+    with torch.no_grad():
+        assert torch.allclose(theta, algo.gen(torch.tensor([[0.5]]))[0])
+
+
+def test_hand_set_range_and_learned_range():
+    cfg = dict(SMALL, hand_set_range=True)
+    ip = UDRLPG(UDRLPGConfig(**cfg), env_info("InvertedPendulum-v5"), 0)
+    assert ip._fixed_range() == (0.0, 1000.0)
+    assert small()._fixed_range() is None
+
+
+def test_learned_range_doubles_and_keeps_commands_in_unit_interval():
+    algo = small(n_buckets=8)
+    algo.buffer = algo._make_buffer(0.0, 10.0)
+
+    class Res:
+        def __init__(self, r):
+            self.train_returns, self.failed = np.array(r, float), np.zeros(len(r), bool)
+
+    algo._store(torch.zeros(1, algo.spec.num_params), Res([35.0]))
+    assert algo.scale_range() == (0.0, 40.0)  # 10 -> 20 -> 40
+    assert 0.5 < algo.buffer.best_scaled <= 1.0
+    assert algo.seen_return_range() == (35.0, 35.0)
+
+
+@pytest.mark.parametrize("bad", [dict(n_buckets=0), dict(n_buckets=-3), dict(bucket_max_size=0),
+                                 dict(return_range=(5.0, 5.0)), dict(return_range=(1.0,)),
+                                 dict(buffer="lifo"), dict(bucket_replace="oldest"),
+                                 dict(learning_rate=0.0), dict(return_convention="bonus")])
+def test_bad_config_refused(bad):
+    with pytest.raises(PolicygenError):
+        UDRLPGConfig(**bad)
+
+
+def test_generate_refuses_before_warmup_and_bad_commands():
+    algo = small()
+    with pytest.raises(PolicygenError, match="warm-up"):
+        algo.generate([1.0])
+    algo.buffer = algo._make_buffer(0.0, 1.0)
+    with pytest.raises(PolicygenError, match="finite"):
+        algo.generate([float("nan")])
+
+
+def _play(algo: UDRLPG, engine: RolloutEngine, n: int) -> list[dict]:
+    return [algo.iterate(engine) for _ in range(n)]
+
+
+@pytest.mark.parametrize("buffer", ["buckets", "fifo"])
+def test_state_roundtrip_continues_identically(tmp_path, stub_id, buffer):
+    kw = dict(rollout_repeats=3, warmup_runs=4, warmup_noise=True, learning_rate=1e-3, buffer=buffer,
+              update_repeats=2)
+    info = env_info(stub_id)
+    algo = UDRLPG(UDRLPGConfig(**{**SMALL, **kw}), info, 3)
+    eng = RolloutEngine(stub_id, algo.spec, num_envs=4, backend="gymnasium", seed=0)
+    _play(algo, eng, 3)
+    save_state(tmp_path / "a.safetensors", {"algo": algo.state_dict()}, kind="checkpoint")
+    twin = UDRLPG(UDRLPGConfig(**{**SMALL, **kw}), info, 99)  # other seed: everything must come from the state
+    twin.load_state_dict(load_state(tmp_path / "a.safetensors", kind="checkpoint")["algo"])
+    eng2 = RolloutEngine(stub_id, algo.spec, num_envs=4, backend="gymnasium", seed=0)
+    eng.reseed(5)
+    eng2.reseed(5)
+    eng2.obs_stats = eng.obs_stats.copy()
+    assert _play(algo, eng, 3) == _play(twin, eng2, 3)
+    assert torch.equal(algo.eval_policy()[0], twin.eval_policy()[0])
+
+
+def _rows(run) -> list[dict]:
+    with open(run.path / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    rc = RunConfig(env_id="InvertedPendulum-v5", steps=1500, seed=2, backend="gymnasium", num_envs=8,
+                   eval_every=400, eval_episodes=2, checkpoint_every=3)
+    over = {"policy_hidden": "16,16", "chunk": "8", "embed_dim": "4", "generator_hidden": "32,32",
+            "rollout_repeats": "4", "update_repeats": "2"}
+    full = start_run("udrlpg", rc, str(tmp_path / "full"), overrides=over, quiet=True)
+    calls, real = {"n": 0}, UDRLPG.iterate
+
+    def dying(self, engine):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the checkpoint at iteration 3
+            raise Killed
+        return real(self, engine)
+
+    monkeypatch.setattr(UDRLPG, "iterate", dying)
+    with pytest.raises(Killed):
+        start_run("udrlpg", rc, str(tmp_path / "killed"), overrides=over, quiet=True)
+    monkeypatch.setattr(UDRLPG, "iterate", real)
+    assert full.summary["iterations"] > 5
+    resumed = resume_run(str(tmp_path / "killed"), quiet=True)
+    assert _rows(resumed) == _rows(full)
+    assert resumed.summary["final_eval_return"] == full.summary["final_eval_return"]
+
+
+def _load(run) -> tuple[UDRLPG, dict]:
+    cfg = run.config
+    algo = UDRLPG(make_config(UDRLPGConfig, cfg["algo"], None), env_info(cfg["run"]["env_id"]),
+                  cfg["run"]["seed"])
+    state = run.load_checkpoint()
+    algo.load_state_dict(state["algo"])
+    return algo, state
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_learns_inverted_pendulum_and_follows_commands(tmp_path):
+    rc = RunConfig(env_id="InvertedPendulum-v5", steps=40_000, eval_every=10_000, eval_episodes=5)
+    run = start_run("udrlpg", rc, out=str(tmp_path / "run"), quiet=True)
+    assert run.summary["best_eval_return"] >= 900, run.summary
+    algo, state = _load(run)
+    lo, hi = algo.seen_return_range()
+    assert hi >= 900
+    commands = np.linspace(lo, hi, 8)
+    engine = RolloutEngine("InvertedPendulum-v5", algo.spec, num_envs=24, seed=123,
+                           return_convention=algo.return_convention)
+    engine.obs_stats.load_state_dict(state["obs_stats"])
+    achieved = engine.evaluate(algo.generate(commands), episodes=3, count_steps=False).train_returns
+    rho = spearmanr(commands, achieved).statistic
+    assert rho >= 0.7, (commands, achieved)
+    assert achieved[-2:].mean() - achieved[:2].mean() >= 0.4 * (hi - lo), (commands, achieved)
