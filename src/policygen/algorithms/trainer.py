@@ -12,7 +12,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,59 +93,66 @@ def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> 
         run.unlock()
 
 
+@dataclass
+class _Loop:
+    """The trainer's own counters; checkpointed with the algorithm so a resumed run continues exactly."""
+
+    iteration: int = 0
+    wall_s: float = 0.0
+    best_eval: float = -math.inf
+    next_eval: int = 0
+    failures: int = 0
+    metric_rows: int = 0
+    last_eval: dict | None = None
+
+
 def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
            quiet: bool) -> RunDir:
     engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, backend=rc.backend, seed=rc.seed,
                            return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
                            normalize_obs=getattr(algo, "normalize_obs", True))
-    it, wall0, best_eval, next_eval, failures = 0, 0.0, -math.inf, rc.eval_every, 0
-    rows = []
+    loop = _Loop(next_eval=rc.eval_every)
     if state is not None:
         algo.load_state_dict(state["algo"])
         engine.obs_stats.load_state_dict(state["obs_stats"])
         engine.env_steps = int(state["env_steps"])
-        it, wall0, best_eval = int(state["iteration"]), float(state["wall_s"]), float(state["best_eval"])
-        next_eval, failures = int(state["next_eval"]), int(state["failures"])
-        rows = run.read_metrics()[: int(state["metric_rows"])]
-        run.write_metrics(rows)
-    else:
-        run.write_metrics([])
-    engine.reseed(_reseed(rc.seed, it))
+        loop = _Loop(**state["loop"])
+    run.write_metrics(run.read_metrics()[: loop.metric_rows])  # drop rows logged after the checkpoint
+    engine.reseed(_reseed(rc.seed, loop.iteration))
     run.set_status("running")
-    t0 = time.perf_counter() - wall0
+    t0 = time.perf_counter() - loop.wall_s
     bar = _progress(rc.steps, engine.env_steps, progress, quiet)
-    last_eval = None
     try:
         while engine.env_steps < rc.steps:
             m = algo.iterate(engine)
-            it += 1
-            row = {"env_steps": engine.env_steps, "iteration": it, **m}
-            if engine.env_steps >= next_eval or engine.env_steps >= rc.steps:
-                last_eval = evaluate_algo(algo, engine, rc.eval_episodes)
-                best_eval = max(best_eval, last_eval["eval_return"])
-                row.update(last_eval)
-                while next_eval <= engine.env_steps:
-                    next_eval += rc.eval_every
-            row["wall_s"] = time.perf_counter() - t0
-            rows.append(row)
+            loop.iteration += 1
+            loop.failures += int(m.get("failures") or 0)
+            row = {"env_steps": engine.env_steps, "iteration": loop.iteration, **m, "failures": loop.failures}
+            if engine.env_steps >= loop.next_eval or engine.env_steps >= rc.steps:
+                loop.last_eval = evaluate_algo(algo, engine, rc.eval_episodes)
+                loop.best_eval = max(loop.best_eval, loop.last_eval["eval_return"])
+                row.update(loop.last_eval)
+                while loop.next_eval <= engine.env_steps:
+                    loop.next_eval += rc.eval_every
+            row["wall_s"] = loop.wall_s = time.perf_counter() - t0
             run.append_metrics(row)
+            loop.metric_rows += 1
             bar.update(engine.env_steps, row)
-            if it % rc.checkpoint_every == 0 and engine.env_steps < rc.steps:
-                engine.reseed(_reseed(rc.seed, it))
-                _checkpoint(run, algo, engine, it, time.perf_counter() - t0, best_eval, next_eval, failures,
-                            len(rows))
+            if loop.iteration % rc.checkpoint_every == 0 and engine.env_steps < rc.steps:
+                engine.reseed(_reseed(rc.seed, loop.iteration))
+                _checkpoint(run, algo, engine, loop)
     finally:
         bar.close()
         engine.close()
-    wall = time.perf_counter() - t0
-    _checkpoint(run, algo, engine, it, wall, best_eval, next_eval, failures, len(rows))
-    cfg = run.config
+    loop.wall_s = time.perf_counter() - t0
+    _checkpoint(run, algo, engine, loop)
+    cfg, ev = run.config, loop.last_eval or {}
     run.write_summary({
         "algorithm": cfg["algorithm"], "preset": cfg.get("preset"), "env_id": rc.env_id, "seed": rc.seed,
-        "env_steps": engine.env_steps, "iterations": it, "wall_s": wall,
-        "final_eval_return": last_eval["eval_return"] if last_eval else None,
-        "final_eval_return_std": last_eval["eval_return_std"] if last_eval else None,
-        "best_eval_return": best_eval if last_eval else None,
+        "env_steps": engine.env_steps, "iterations": loop.iteration, "wall_s": loop.wall_s,
+        "final_eval_return": ev.get("eval_return"), "final_eval_return_std": ev.get("eval_return_std"),
+        "final_eval_command": ev.get("eval_command"),
+        "best_eval_return": loop.best_eval if ev else None, "failures": loop.failures,
         "return_convention": algo.return_convention, "versions": versions(), "commit": git_commit(),
     })
     return run
@@ -159,12 +166,9 @@ def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict
             "eval_command": command}
 
 
-def _checkpoint(run, algo, engine, it, wall, best_eval, next_eval, failures, n_rows) -> None:
-    run.save_checkpoint({
-        "algo": algo.state_dict(), "obs_stats": engine.obs_stats.state_dict(), "env_steps": engine.env_steps,
-        "iteration": it, "wall_s": wall, "best_eval": best_eval, "next_eval": next_eval,
-        "failures": failures, "metric_rows": n_rows,
-    })
+def _checkpoint(run: RunDir, algo: Algorithm, engine: RolloutEngine, loop: _Loop) -> None:
+    run.save_checkpoint({"algo": algo.state_dict(), "obs_stats": engine.obs_stats.state_dict(),
+                         "env_steps": engine.env_steps, "loop": asdict(loop)})
 
 
 class _progress:
