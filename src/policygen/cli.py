@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except PolicygenError as e:
         print(f"policygen: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("policygen: interrupted; a training run resumes with --resume RUN_DIR", file=sys.stderr)
         return 130
