@@ -7,6 +7,7 @@ A batch of B different vectors runs in one batched matmul per layer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -107,8 +108,15 @@ def unflatten(spec: MLPSpec, thetas: torch.Tensor) -> list[tuple[torch.Tensor, t
     return layers
 
 
+@functools.lru_cache(maxsize=256)
+def _high(spec: MLPSpec, dtype: torch.dtype) -> torch.Tensor:
+    return spec.high_tensor(dtype)  # cached: building it every step of a rollout cost ~10 us
+
+
 def _output(spec: MLPSpec, x: torch.Tensor) -> torch.Tensor:
-    high = spec.high_tensor(x.dtype).to(x.device)
+    if spec.output == "none":
+        return x
+    high = _high(spec, x.dtype).to(x.device)
     if spec.output == "tanh":
         return torch.tanh(x) * high
     if spec.output == "clip":
