@@ -110,7 +110,10 @@ def unflatten(spec: MLPSpec, thetas: torch.Tensor) -> list[tuple[torch.Tensor, t
 
 @functools.lru_cache(maxsize=256)
 def _high(spec: MLPSpec, dtype: torch.dtype) -> torch.Tensor:
-    return spec.high_tensor(dtype)  # cached: building it every step of a rollout cost ~10 us
+    # cached: building it every step of a rollout cost ~10 us. Built outside inference mode, or a first
+    # call from the rollout engine would cache an inference tensor that autograd (evaluators) refuses.
+    with torch.inference_mode(False):
+        return spec.high_tensor(dtype)
 
 
 def _output(spec: MLPSpec, x: torch.Tensor) -> torch.Tensor:
