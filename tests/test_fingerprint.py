@@ -18,6 +18,14 @@ def test_shapes_and_fingerprint_is_probing_actions():
     assert ((ev.probes >= 0) & (ev.probes < 1)).all()  # U[0, 1) init
 
 
+def test_as_many_probes_as_policies():
+    spec = MLPSpec(3, 1, (8,))
+    ev = FingerprintEvaluator(spec, n_probe=4, hidden=(16,))
+    thetas = init_thetas(spec, 4)  # B == n_probe must not be mistaken for per-policy observations
+    assert ev.fingerprint(thetas).shape == (4, 4)
+    torch.testing.assert_close(ev.fingerprint(thetas)[1], forward(spec, thetas[1:2], ev.probes)[0, :, 0])
+
+
 def test_gradients_reach_probes_thetas_and_mlp():
     spec = MLPSpec(3, 1, (8,))
     ev = FingerprintEvaluator(spec, n_probe=5, hidden=(16,))

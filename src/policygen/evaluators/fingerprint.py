@@ -43,7 +43,9 @@ class FingerprintEvaluator(nn.Module):
 
     def fingerprint(self, thetas: torch.Tensor) -> torch.Tensor:
         """thetas (B, P) -> probing actions (B, n_probe * act_dim): a policy embedding (for maps, PCA)."""
-        acts = forward(self.spec, thetas, self.probes)  # shared probes: (B, n_probe, act_dim)
+        # expanded explicitly: a shared (S, obs) input would be read as per-policy obs when S == B
+        probes = self.probes.unsqueeze(0).expand(thetas.shape[0], -1, -1)
+        acts = forward(self.spec, thetas, probes)  # (B, n_probe, act_dim)
         return acts.reshape(thetas.shape[0], -1)
 
     def forward(self, thetas: torch.Tensor) -> torch.Tensor:

@@ -72,10 +72,15 @@ class HyperNetwork(nn.Module):
     embed_dim: size of a tile's learned embedding ``z`` (GoGePo 8, UDRLPG 32).
     hidden: hidden widths of every weight/bias MLP (GoGePo (256, 256), UDRLPG (512, 512)).
     output_scaling: multiply each layer's output by ``2 / sqrt(fan_in)`` (GoGePo yes, UDRLPG no).
+    init_std: if set, the last layer of every tile MLP is rescaled at construction so the raw tile outputs
+        (before output scaling) have this standard deviation over commands in [0, 1]; None keeps PyTorch's
+        default init (raw std ~0.1). With output scaling, 0.5 makes the generated weights start at
+        std ~1/sqrt(fan_in), a LeCun-style initialisation.
     """
 
     def __init__(self, spec: MLPSpec, command_dim: int = 1, chunk: int = 16, embed_dim: int = 8,
-                 hidden: Sequence[int] = (256, 256), output_scaling: bool = True):
+                 hidden: Sequence[int] = (256, 256), output_scaling: bool = True,
+                 init_std: float | None = None):
         super().__init__()
         for name, v in (("command_dim", command_dim), ("chunk", chunk), ("embed_dim", embed_dim)):
             if int(v) < 1:
@@ -100,6 +105,22 @@ class HyperNetwork(nn.Module):
                 self.bias_nets[layer.kind] = TileMLP(embed_dim, command_dim, hid, layer.tile_out)
         scales = [2.0 / math.sqrt(layer.inp) if self.output_scaling else 1.0 for layer in self.plan]
         self.register_buffer("_scales", torch.tensor(scales), persistent=False)
+        if init_std is not None:
+            if not float(init_std) > 0:
+                raise PolicygenError(f"hypernetwork init_std must be > 0 or None, got {init_std!r}")
+            self._rescale_init(float(init_std))
+
+    @torch.no_grad()
+    def _rescale_init(self, std: float) -> None:
+        """Scale each tile MLP's last layer so its outputs have std ``std`` over commands in [0, 1]."""
+        c = torch.linspace(0, 1, 5).unsqueeze(1).expand(-1, self.command_dim)
+        for kind, layers in self._by_kind().items():
+            idx = torch.cat([torch.arange(lay.tiles.start, lay.tiles.stop) for lay in layers])
+            for net in (self.weight_nets[kind], self.bias_nets[kind]):
+                out = net(self.embeddings[idx], c)
+                factor = std / max(float(out.std()), 1e-12)
+                net.layers[-1].weight.mul_(factor)
+                net.layers[-1].bias.mul_(factor)
 
     @staticmethod
     def _tile_plan(spec: MLPSpec, chunk: int) -> list[_Layer]:

@@ -1,0 +1,335 @@
+"""GoGePo: Goal-Conditioned Generators of Deep Policies (Faccio, Herrmann, Ramesh, Kirsch, Schmidhuber; AAAI 2023).
+
+One iteration, top to bottom (``iterate``):
+1. command ``c = best training return seen + drive`` (before any data: ``first_command``);
+2. ``theta_i = G(scale(c)) + sigma * eps_i`` for the iteration's policies, all rolled out in one engine call;
+   each ``(theta_i, R_i, c)`` goes into the recency buffer;
+3. evaluator steps: sample by recency, minimise ``(V(theta) - target(R))^2`` (V and its probing states);
+4. generator steps: sample by recency, use the *achieved* returns as commands, minimise
+   ``(V(G(scale(R))) - target(R))^2`` through the frozen evaluator.
+
+Presets (both first-class):
+- ``paper``: the official defaults (one episode per iteration, 5 evaluator + 20 generator steps of batch 16,
+  lr 5e-3 / 2e-6, sigma 0.1, buffer 10k with recency alpha 1.1, 2x256 tanh policy, 200 probing states,
+  commands divided by the hand-set return range, V regressed on raw returns, drive +20, survival bonus
+  removed from training returns), with the official code's bugs fixed:
+  * the update counts are what the config says (the official loops ran 4 evaluator and 19 generator steps);
+  * one return convention per run (``return_convention``, "no_survival_bonus" by default): commands, the
+    buffer and ``best_train_return`` all use it, and evaluations report the standard Gymnasium return
+    alongside (the official code mixed the two in its command-vs-achieved plots);
+  * every random draw (noise, buffer sampling, network init) comes from explicit seeded generators that are
+    checkpointed, so runs repeat and resume exactly (the official sampling used the unseeded global RNG);
+  * observation statistics are exact (the engine's RunningStats; the official Welford update
+    underestimated the variance for small n).
+- ``fast`` (default): several perturbed policies per iteration in one engine call, fewer but larger
+  updates with a higher generator learning rate, and returns normalised by the running min/max of the
+  training returns seen (for commands and for V's targets) instead of hand-set per-env ranges; the drive
+  is a fraction of that range.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from policygen.algorithms.base import Algorithm
+from policygen.buffers.recency import RecencyBuffer
+from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
+from policygen.errors import PolicygenError
+from policygen.evaluators.fingerprint import FingerprintEvaluator
+from policygen.generators.hypernetwork import HyperNetwork
+from policygen.policies.flat_mlp import MLPSpec
+
+# The official code's hand-set return ranges (rew_min, rew_max), used by return_scaling="paper".
+PAPER_RETURN_RANGES = {"Swimmer": (-100.0, 365.0), "Hopper": (-100.0, 3000.0),
+                       "InvertedPendulum": (0.0, 1000.0), "MountainCarContinuous": (-100.0, 100.0)}
+RETURN_SCALINGS = ("paper", "learned")
+BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass
+class GoGePoConfig:
+    """GoGePo settings; names follow the paper and its official code."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the generated policy (tanh MLP, tanh(out) * action_high)."""
+    sigma: float = 0.1
+    """Parameter-space exploration noise: theta = G(c) + sigma * eps on every weight."""
+    policies_per_iteration: int = 1
+    """Perturbed policies generated and rolled out (one episode each, one engine call) per iteration."""
+    evaluator_steps: int = 5
+    """Adam steps on the evaluator V per iteration."""
+    generator_steps: int = 20
+    """Adam steps on the generator G per iteration."""
+    batch_size: int = 16
+    """Buffer samples per update step (evaluator and generator)."""
+    evaluator_lr: float = 5e-3
+    """Adam learning rate of V (value MLP and probing states)."""
+    generator_lr: float = 2e-6
+    """Adam learning rate of G."""
+    buffer_size: int = 10_000
+    """Capacity of the FIFO replay buffer, in policies."""
+    buffer_dtype: str = "float32"
+    """Storage type of buffered thetas: float32 or float16 (half the memory and checkpoint size)."""
+    recency_alpha: float = 1.1
+    """The k-th newest buffered policy is sampled with weight (1/k)^alpha."""
+    n_probe: int = 200
+    """Learnable probing states of the fingerprinting evaluator."""
+    evaluator_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of V's value MLP (ReLU)."""
+    chunk: int = 16
+    """Hypernetwork tile side in neurons."""
+    embed_dim: int = 8
+    """Size of each tile's learned embedding z."""
+    generator_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the hypernetwork's weight and bias MLPs (ReLU)."""
+    output_scaling: bool = True
+    """Scale generated weights by 2/sqrt(fan_in)."""
+    generator_init_std: float = 0.0
+    """Std of the hypernetwork's raw outputs at init (0: PyTorch's default init, raw std ~0.1); 0.5 with
+    output scaling starts G at weights of std ~1/sqrt(fan_in), on the scale of the exploration noise."""
+    drive: float = 20.0
+    """Added to the best training return to form the command (raw return units unless drive_scaled)."""
+    drive_scaled: bool = False
+    """The drive is a fraction of the range of training returns seen (max - min) instead of raw units."""
+    first_command: float = 1.0
+    """Command (raw return) before any return has been seen."""
+    return_scaling: str = "paper"
+    """paper: G gets c / (rew_max - rew_min) with hand-set ranges and V predicts raw returns; learned: both use
+    (R - min) / (max - min) over the training returns seen so far."""
+    return_range: tuple[float, ...] = ()
+    """(rew_min, rew_max) for return_scaling=paper; empty uses the official table for known envs."""
+    return_convention: str = "no_survival_bonus"
+    """Training returns: standard, or no_survival_bonus (the official code drops the +1/step alive bonus)."""
+
+
+class GoGePo(Algorithm):
+    name = "gogepo"
+    Config = GoGePoConfig
+    presets = {
+        "paper": {},
+        "fast": {
+            "policies_per_iteration": 16, "evaluator_steps": 10, "generator_steps": 10, "batch_size": 32,
+            "evaluator_lr": 5e-3, "generator_lr": 1e-4, "buffer_size": 4000, "buffer_dtype": "float16",
+            "return_scaling": "learned", "drive": 0.05, "drive_scaled": True,
+        },
+    }
+    default_preset = "fast"
+
+    def __init__(self, config: GoGePoConfig, info: EnvInfo, seed: int):
+        self.cfg = c = config
+        self._check_config(c)
+        self.return_convention = c.return_convention
+        self.spec = MLPSpec(info.obs_dim, info.act_dim, c.hidden, "tanh", "tanh", info.action_high)
+        self.paper_range = self._paper_range(c, info.env_id)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+            torch.manual_seed(seed)
+            self.generator = HyperNetwork(self.spec, 1, c.chunk, c.embed_dim, c.generator_hidden,
+                                          c.output_scaling, c.generator_init_std or None)
+            self.evaluator = FingerprintEvaluator(self.spec, c.n_probe, c.evaluator_hidden)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.generator_lr)
+        self.opt_v = torch.optim.Adam(self.evaluator.parameters(), lr=c.evaluator_lr)
+        self.buffer = RecencyBuffer(self.spec.num_params, c.buffer_size, c.recency_alpha,
+                                    dtype=BUFFER_DTYPES[c.buffer_dtype])
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.best_train = -math.inf
+        self.ret_min, self.ret_max = math.inf, -math.inf  # training returns seen (any scaling)
+        self.episodes = 0
+        self.profile = {"rollout": 0.0, "evaluator": 0.0, "generator": 0.0}
+        """Seconds spent in each phase since construction (not checkpointed)."""
+
+    @staticmethod
+    def _check_config(c: GoGePoConfig) -> None:
+        positive = ("policies_per_iteration", "batch_size", "buffer_size", "n_probe", "chunk", "embed_dim")
+        for name in positive:
+            if int(getattr(c, name)) < 1:
+                raise PolicygenError(f"gogepo {name} must be a positive integer, got {getattr(c, name)!r}")
+        for name in ("evaluator_steps", "generator_steps"):
+            if int(getattr(c, name)) < 0:
+                raise PolicygenError(f"gogepo {name} must be >= 0, got {getattr(c, name)!r}")
+        if c.return_scaling not in RETURN_SCALINGS:
+            raise PolicygenError(f"return_scaling {c.return_scaling!r} is not one of {list(RETURN_SCALINGS)}")
+        if c.return_convention not in RETURN_CONVENTIONS:
+            raise PolicygenError(f"return_convention {c.return_convention!r} is not one of "
+                                 f"{list(RETURN_CONVENTIONS)}")
+        if c.buffer_dtype not in BUFFER_DTYPES:
+            raise PolicygenError(f"buffer_dtype {c.buffer_dtype!r} is not one of {list(BUFFER_DTYPES)}")
+        if not c.sigma >= 0:
+            raise PolicygenError(f"sigma must be >= 0, got {c.sigma!r}")
+
+    @staticmethod
+    def _paper_range(c: GoGePoConfig, env_id: str) -> tuple[float, float] | None:
+        if c.return_scaling != "paper":
+            return None
+        if c.return_range:
+            if len(c.return_range) != 2 or not c.return_range[1] > c.return_range[0]:
+                raise PolicygenError(f"return_range must be two numbers lo,hi with hi > lo, got "
+                                     f"{tuple(c.return_range)}")
+            return float(c.return_range[0]), float(c.return_range[1])
+        base = env_id.split("-")[0]
+        if base not in PAPER_RETURN_RANGES:
+            raise PolicygenError(f"return_scaling=paper has no official return range for {env_id}; pass "
+                                 f"return_range=LO,HI or use return_scaling=learned (known: "
+                                 f"{', '.join(PAPER_RETURN_RANGES)})")
+        return PAPER_RETURN_RANGES[base]
+
+    # --- return scaling ----------------------------------------------------------------------------
+    def _span(self) -> float:
+        if self.paper_range is not None:
+            return self.paper_range[1] - self.paper_range[0]
+        seen = self.ret_max - self.ret_min if self.episodes else 0.0
+        return max(seen, 1e-3 * max(abs(self.ret_max), abs(self.ret_min), 1.0) if self.episodes else 1.0)
+
+    def _offset(self) -> float:
+        return 0.0 if self.paper_range is not None or not self.episodes else self.ret_min
+
+    def command_input(self, commands) -> torch.Tensor:
+        """Raw return commands (B,) -> generator input (B, 1)."""
+        c = torch.as_tensor(np.asarray(commands, dtype=np.float64)).reshape(-1, 1)
+        return ((c - self._offset()) / self._span()).float()
+
+    def value_target(self, returns) -> torch.Tensor:
+        """Raw returns (B,) -> what V is trained to predict: raw (paper) or min/max-normalised (learned)."""
+        r = torch.as_tensor(np.asarray(returns, dtype=np.float64)).reshape(-1)
+        if self.paper_range is not None:
+            return r.float()
+        return ((r - self._offset()) / self._span()).float()
+
+    def next_command(self) -> float:
+        """Best training return seen + drive (raw units); ``first_command`` before any data."""
+        if not self.episodes:
+            return float(self.cfg.first_command)
+        drive = self.cfg.drive * (self.ret_max - self.ret_min if self.cfg.drive_scaled else 1.0)
+        return self.best_train + drive
+
+    @torch.no_grad()
+    def _preserve_outputs(self, old_lo: float, old_span: float) -> None:
+        """When the learned return range moves, rewrite V's last layer so V(theta) in raw return units is
+        unchanged (PopArt-style): new data changes the target scale, not what V has learned.
+
+        G is left alone on purpose: its input is the *scaled* command, so the policy it makes for "the
+        top of the range" stays the same when a new best widens the range (preserving G in raw units
+        instead would throw its inputs far outside anything it was trained on)."""
+        lo, span = self._offset(), self._span()
+        if self.paper_range is not None or (lo == old_lo and span == old_span):
+            return
+        last = self.evaluator.mlp[-1]  # raw = lo + span * v  must stay the same
+        last.weight.mul_(old_span / span)
+        last.bias.mul_(old_span).add_(old_lo - lo).div_(span)
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def generate(self, commands) -> torch.Tensor:
+        """Noise-free policies for raw return commands (B,) -> thetas (B, P)."""
+        with torch.no_grad():
+            return self.generator(self.command_input(commands))
+
+    def iterate(self, engine) -> dict:
+        c = self.cfg
+        t0 = time.perf_counter()
+        command = self.next_command()
+        n = int(c.policies_per_iteration)
+        base = self.generate([command])
+        thetas = base + c.sigma * torch.randn(n, self.spec.num_params, generator=self.gen)
+        res = engine.evaluate(thetas, episodes=1, update_stats=True)
+        t1 = time.perf_counter()
+        ok = ~res.failed
+        if ok.any():
+            scale = (self._offset(), self._span())
+            self._record(thetas[torch.as_tensor(ok)], res.train_returns[ok], res.returns[ok],
+                         res.lengths[ok], command)
+            self._preserve_outputs(*scale)
+        v_loss = self._update_evaluator() if len(self.buffer) else math.nan
+        t2 = time.perf_counter()
+        g_loss = self._update_generator() if len(self.buffer) else math.nan
+        t3 = time.perf_counter()
+        for k, dt in zip(("rollout", "evaluator", "generator"), (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            self.profile[k] += dt
+        self.last_losses = {"evaluator": v_loss, "generator": g_loss}
+        tr = res.train_returns[ok]
+        return {"episodes": n, "train_return_mean": float(tr.mean()) if len(tr) else math.nan,
+                "train_return_max": float(tr.max()) if len(tr) else math.nan,
+                "best_train_return": self.best_train, "command": command, "loss": g_loss,
+                "failures": int(res.failed.sum())}
+
+    def _record(self, thetas: torch.Tensor, train_returns: np.ndarray, returns: np.ndarray,
+                lengths: np.ndarray, command: float) -> None:
+        self.buffer.add(thetas, train_returns, returns, lengths, np.full(len(thetas), command))
+        self.episodes += len(thetas)
+        self.best_train = max(self.best_train, float(train_returns.max()))
+        self.ret_min = min(self.ret_min, float(train_returns.min()))
+        self.ret_max = max(self.ret_max, float(train_returns.max()))
+
+    def _update_evaluator(self) -> float:
+        """``evaluator_steps`` Adam steps on (V(theta) - target(R))^2 over recency samples."""
+        losses = []
+        for _ in range(int(self.cfg.evaluator_steps)):
+            s = self.buffer.sample(self.cfg.batch_size, self.gen)
+            # recency sampling repeats entries: evaluate each distinct one once (same loss, less work)
+            uniq, inv = torch.unique(s["index"], return_inverse=True)
+            pred = self.evaluator(self.buffer.gather(uniq)["theta"])[inv]
+            loss = (pred - self.value_target(s["train_return"])).pow(2).mean()
+            self.opt_v.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_v.step()
+            losses.append(loss.item())
+        return float(np.mean(losses)) if losses else math.nan
+
+    def _update_generator(self) -> float:
+        """``generator_steps`` Adam steps on (V(G(R)) - target(R))^2, achieved returns R as commands."""
+        losses = []
+        self.evaluator.requires_grad_(False)  # frozen V (and probes): no wasted gradients
+        try:
+            for _ in range(int(self.cfg.generator_steps)):
+                r = self.buffer.sample(self.cfg.batch_size, self.gen)["train_return"]
+                uniq, inv = torch.unique(r, return_inverse=True)  # V(G(c)) depends on c alone
+                pred = self.evaluator(self.generator(self.command_input(uniq)))[inv]
+                loss = (pred - self.value_target(r)).pow(2).mean()
+                self.opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt_g.step()
+                losses.append(loss.item())
+        finally:
+            self.evaluator.requires_grad_(True)
+        return float(np.mean(losses)) if losses else math.nan
+
+    def eval_policy(self) -> tuple[torch.Tensor, float | None]:
+        """G(best training return seen) without noise (``first_command`` before any data)."""
+        command = self.best_train if self.episodes else float(self.cfg.first_command)
+        return self.generate([command])[0], command
+
+    def seen_range(self) -> tuple[float, float] | None:
+        """(min, max) of the training returns seen, None before any episode."""
+        return (self.ret_min, self.ret_max) if self.episodes else None
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"generator": dict(self.generator.state_dict()), "evaluator": dict(self.evaluator.state_dict()),
+                "opt_g": _opt_state(self.opt_g), "opt_v": _opt_state(self.opt_v),
+                "buffer": self.buffer.state_dict(), "gen": self.gen.get_state(),
+                "best_train": self.best_train, "ret_min": self.ret_min, "ret_max": self.ret_max,
+                "episodes": self.episodes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.evaluator.load_state_dict(state["evaluator"])
+        _load_opt(self.opt_g, state["opt_g"])
+        _load_opt(self.opt_v, state["opt_v"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.gen.set_state(state["gen"])
+        self.best_train, self.episodes = float(state["best_train"]), int(state["episodes"])
+        self.ret_min, self.ret_max = float(state["ret_min"]), float(state["ret_max"])
+
+
+def _opt_state(opt: torch.optim.Optimizer) -> dict:
+    """An optimizer state with string keys (state files allow only string keys)."""
+    sd = opt.state_dict()
+    return {"state": {str(k): dict(v) for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def _load_opt(opt: torch.optim.Optimizer, d: dict) -> None:
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in d["param_groups"]]
+    opt.load_state_dict({"state": {int(k): v for k, v in d["state"].items()}, "param_groups": groups})

@@ -1,0 +1,161 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from policygen.algorithms.base import RunConfig, make_config
+from policygen.algorithms.gogepo import GoGePo, GoGePoConfig
+from policygen.algorithms.loading import load_run
+from policygen.algorithms.trainer import resume_run, start_run
+from policygen.envs.make import env_info
+from policygen.errors import PolicygenError
+from policygen.rollout.engine import RolloutEngine
+from policygen.runs.files import load_state, save_state
+from policygen.runs.rundir import METRIC_COLUMNS
+
+ENV = "InvertedPendulum-v5"
+# a tiny GoGePo so the plumbing tests run in seconds
+TINY = {"hidden": "16,16", "n_probe": "8", "evaluator_hidden": "32", "generator_hidden": "32",
+        "chunk": "8", "policies_per_iteration": "4", "evaluator_steps": "2", "generator_steps": "2",
+        "batch_size": "8"}
+
+
+def tiny(preset="fast", seed=0, **extra):
+    over = {**TINY, **{k: str(v) for k, v in extra.items()}}
+    cfg = make_config(GoGePoConfig, GoGePo.presets[preset], over)
+    return GoGePo(cfg, env_info(ENV), seed)
+
+
+def engine_for(algo, seed=0):
+    return RolloutEngine(ENV, algo.spec, num_envs=8, seed=seed, return_convention=algo.return_convention)
+
+
+def test_presets_and_config_errors():
+    assert GoGePo.default_preset == "fast"
+    paper = make_config(GoGePoConfig, GoGePo.presets["paper"], None)
+    assert (paper.evaluator_steps, paper.generator_steps, paper.batch_size) == (5, 20, 16)
+    assert (paper.evaluator_lr, paper.generator_lr, paper.sigma, paper.buffer_size) == (5e-3, 2e-6, 0.1, 10_000)
+    assert paper.policies_per_iteration == 1 and paper.n_probe == 200 and paper.hidden == (256, 256)
+    algo = GoGePo(paper, env_info(ENV), 0)
+    assert algo.spec.num_params == 67_329  # the paper's InvertedPendulum policy
+    assert algo.paper_range == (0.0, 1000.0)
+    with pytest.raises(PolicygenError, match="return_range"):
+        GoGePo(paper, env_info("Pendulum-v1"), 0)
+    ok = make_config(GoGePoConfig, GoGePo.presets["paper"], {"return_range": "-1500,0", "hidden": "8"})
+    assert GoGePo(ok, env_info("Pendulum-v1"), 0).paper_range == (-1500.0, 0.0)
+    for bad in ({"return_scaling": "minmax"}, {"batch_size": "0"}, {"buffer_dtype": "int8"},
+                {"return_convention": "bonus"}, {"sigma": "-1"}):
+        with pytest.raises(PolicygenError):
+            GoGePo(make_config(GoGePoConfig, None, bad), env_info(ENV), 0)
+
+
+def test_iterate_reports_metric_columns_and_fills_buffer():
+    algo = tiny()
+    eng = engine_for(algo)
+    m = algo.iterate(eng)
+    assert set(m) <= set(METRIC_COLUMNS)
+    for key in ("train_return_mean", "train_return_max", "best_train_return", "command", "loss", "episodes"):
+        assert key in m, key
+    assert m["episodes"] == 4 and len(algo.buffer) == 4
+    assert m["command"] == 1.0  # first command before any data
+    expected = m["best_train_return"] + 0.05 * (algo.ret_max - algo.ret_min)
+    m2 = algo.iterate(eng)
+    assert math.isclose(m2["command"], expected)
+    assert m2["best_train_return"] >= m["best_train_return"]
+    assert np.isfinite(m2["loss"])
+    theta, command = algo.eval_policy()
+    assert theta.shape == (algo.spec.num_params,) and command == m2["best_train_return"]
+    torch.testing.assert_close(theta, algo.generate([command])[0])  # no noise at evaluation
+
+
+def test_command_changes_generated_policy_and_drive_modes():
+    algo = tiny(preset="paper", policies_per_iteration=2)
+    a, b = algo.generate([0.0, 900.0])
+    assert (a - b).abs().max() > 0
+    algo._record(torch.zeros(2, algo.spec.num_params), np.array([10.0, 30.0]), np.array([10.0, 30.0]),
+                 np.array([10, 30]), 1.0)
+    assert algo.next_command() == 30.0 + 20.0  # paper: best + 20 raw
+    scaled = tiny(drive=0.5)
+    scaled._record(torch.zeros(2, scaled.spec.num_params), np.array([10.0, 30.0]), np.array([10.0, 30.0]),
+                   np.array([10, 30]), 1.0)
+    assert scaled.next_command() == 30.0 + 0.5 * 20.0  # fast: a fraction of the seen range
+    torch.testing.assert_close(scaled.command_input([10.0, 30.0]), torch.tensor([[0.0], [1.0]]))
+
+
+def test_range_change_preserves_evaluator_in_return_units():
+    algo = tiny()
+    thetas = torch.randn(5, algo.spec.num_params) * 0.1
+
+    def raw():
+        with torch.no_grad():
+            return algo._offset() + algo._span() * algo.evaluator(thetas).double()
+
+    algo._record(thetas[:2], np.array([5.0, 20.0]), np.array([5.0, 20.0]), np.array([5, 20]), 1.0)
+    before, scale = raw(), (algo._offset(), algo._span())
+    algo._record(thetas[2:], np.array([1.0, 500.0, 7.0]), np.zeros(3), np.ones(3), 1.0)
+    assert (algo._offset(), algo._span()) != scale
+    algo._preserve_outputs(*scale)
+    torch.testing.assert_close(raw(), before, rtol=1e-4, atol=1e-3)
+
+
+def test_state_dict_roundtrip_gives_same_policies_and_continuation(tmp_path):
+    a = tiny(seed=3)
+    ea = engine_for(a, seed=5)
+    for _ in range(3):
+        a.iterate(ea)
+    save_state(tmp_path / "s.safetensors", {"algo": a.state_dict()}, kind="checkpoint")
+    b = tiny(seed=99)  # different init and generator state: everything must come from the file
+    b.load_state_dict(load_state(tmp_path / "s.safetensors", kind="checkpoint")["algo"])
+    cmds = [0.0, 25.0, 1000.0]
+    assert torch.equal(a.generate(cmds), b.generate(cmds))
+    eb = engine_for(b, seed=5)
+    eb.obs_stats.load_state_dict(ea.obs_stats.state_dict())
+    ea.reseed(11)
+    eb.reseed(11)
+    ma, mb = a.iterate(ea), b.iterate(eb)
+    assert ma == mb
+    assert torch.equal(a.generate(cmds), b.generate(cmds))
+
+
+def test_trainer_resume_is_exact(tmp_path, monkeypatch):
+    rc = RunConfig(env_id=ENV, steps=1500, eval_every=500, eval_episodes=2, checkpoint_every=2, num_envs=8,
+                   seed=1)
+    full = start_run("gogepo", rc, out=str(tmp_path / "full"), overrides=TINY, quiet=True)
+    real_iterate, calls = GoGePo.iterate, {"n": 0}
+
+    def dying(self, engine):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # killed mid-run, after the checkpoint of iteration 4
+        return real_iterate(self, engine)
+
+    monkeypatch.setattr(GoGePo, "iterate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        start_run("gogepo", rc, out=str(tmp_path / "cut"), overrides=TINY, quiet=True)
+    monkeypatch.setattr(GoGePo, "iterate", real_iterate)
+    resumed = resume_run(str(tmp_path / "cut"), quiet=True)
+    assert resumed.summary["env_steps"] == full.summary["env_steps"]
+    assert resumed.summary["final_eval_return"] == full.summary["final_eval_return"]
+    pa, pb = load_run(str(tmp_path / "full")), load_run(str(tmp_path / "cut"))
+    for command in (0.0, 30.0, 200.0):
+        assert torch.equal(pa.policy(command).theta, pb.policy(command).theta)
+    rows_a, rows_b = full.read_metrics(), resumed.read_metrics()
+    assert [r["train_return_mean"] for r in rows_a] == [r["train_return_mean"] for r in rows_b]
+
+
+@pytest.mark.slow
+def test_fast_preset_learns_inverted_pendulum(tmp_path):
+    rc = RunConfig(env_id=ENV, steps=100_000, eval_every=5_000, eval_episodes=5, checkpoint_every=1000)
+    run = start_run("gogepo", rc, out=str(tmp_path / "run"), quiet=True)
+    rows = [r for r in run.read_metrics() if r["eval_return"]]
+    best = max(float(r["eval_return"]) for r in rows)
+    assert best >= 900, [(r["env_steps"], r["eval_return"]) for r in rows]
+    # the generator follows the command: a low command gives a worse policy than the best command
+    loaded = load_run(str(tmp_path / "run"))
+    lo, hi = loaded.algo.seen_range()
+    eng = RolloutEngine(ENV, loaded.algo.spec, num_envs=16, seed=123)
+    eng.obs_stats = loaded.obs_stats
+    achieved = [eng.evaluate(loaded.policy(c).theta[None], episodes=5, count_steps=False).returns[0]
+                for c in (lo, hi)]
+    assert achieved[1] > achieved[0] + 100, achieved
