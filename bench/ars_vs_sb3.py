@@ -21,9 +21,12 @@ Our run evaluates only at the end (``--eval-every N``), as sb3's ``learn`` does 
 ``--steps`` is one budget for every env, or one per env (``Hopper-v5=1000000,Swimmer-v5=300000``); within an
 env both implementations always get the same budget.
 
+``--pin HEAD`` runs our side from a ``git archive`` of that commit, so commits landing on the shared work tree
+during the benchmark do not mix code versions (each result records the commit it ran).
+
 Usage (the figure of issue 2):
     python bench/ars_vs_sb3.py --envs Hopper-v5,Swimmer-v5 --seeds 0,1,2 \
-        --steps Hopper-v5=1000000,Swimmer-v5=300000
+        --steps Hopper-v5=1000000,Swimmer-v5=300000 --pin HEAD
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -143,14 +147,38 @@ def run_sb3(env_id: str, seed: int, steps: int, workers: int, episodes: int, wor
 
 
 # --------------------------------------------------------------------------------------------- our side
-def run_ours(env_id: str, seed: int, steps: int, episodes: int, work: Path) -> dict:
+def pinned_source(rev: str, work: Path) -> tuple[str, Path, list[str]]:
+    """Export ``src/`` of commit ``rev`` (``git archive``) so our runs use that code even if the work tree
+    changes while the benchmark runs (other developers commit on the same checkout). Source files that git
+    ignores but the work tree has are copied in too (and returned), so the snapshot runs as the tree does."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    dest = work / f"src-{sha[:12]}"
+    ignored = [f for f in subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "src"],
+                                         cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+               if f.endswith(".py") and "__pycache__" not in f]
+    if not (dest / "src" / "policygen").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "src"], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        for f in ignored:
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            (dest / f).write_bytes((REPO / f).read_bytes())
+    return sha, dest / "src", ignored
+
+
+def run_ours(env_id: str, seed: int, steps: int, episodes: int, work: Path, src: Path | None = None,
+             pinned: str | None = None) -> dict:
     run_dir = work / f"ours-{env_id}-s{seed}"
+    env = dict(os.environ)
+    if src is not None:  # PYTHONPATH comes before the editable install's path entry
+        env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = ["policygen", "train", "ars", "--env", env_id, "--steps", str(steps), "--seed", str(seed),
            "--out", str(run_dir), "--force", "--quiet", "--eval-every", str(steps),
            "--eval-episodes", str(episodes)]
     load0 = loadavg()
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t0
     load1 = loadavg()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -158,7 +186,7 @@ def run_ours(env_id: str, seed: int, steps: int, episodes: int, work: Path) -> d
     # Untimed: the final policy on Gymnasium's own env (the training run evaluates on its backend).
     ev = subprocess.run(["policygen", "evaluate", str(run_dir), "--episodes", str(episodes), "--backend",
                          "gymnasium", "--seed", str(10_000 + 100 * seed)],
-                        check=True, capture_output=True, text=True)
+                        check=True, capture_output=True, text=True, env=env)
     gym_eval = json.loads(ev.stdout)
     return {"env_id": env_id, "seed": seed, "env_steps": summary["env_steps"],
             "iterations": summary["iterations"], "train_s": summary["wall_s"], "wall_s": wall,
@@ -167,7 +195,7 @@ def run_ours(env_id: str, seed: int, steps: int, episodes: int, work: Path) -> d
             "train_backend_eval_return": summary["final_eval_return"],
             "preset": config.get("preset"), "algo": config.get("algo"),
             "backend": config.get("run", {}).get("backend"), "num_envs": config.get("run", {}).get("num_envs"),
-            "load_before": load0, "load_after": load1}
+            "commit": pinned or summary.get("commit"), "load_before": load0, "load_after": load1}
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -228,9 +256,28 @@ def summarise(pairs: list[dict]) -> dict:
     return out
 
 
+def commits_note(res: dict) -> str:
+    used = sorted({str(p["ours"].get("commit")) for p in res["pairs"] if "ours" in p})
+    if res.get("pinned"):
+        extra = res.get("pinned_plus_untracked") or []
+        return (" (our runs from `git archive` of this commit" +
+                (f", plus {', '.join(extra)} which git ignores, copied from the work tree)" if extra else ")"))
+    if len(used) > 1:
+        return f" -- WARNING: the work tree changed during the benchmark; our runs used {', '.join(used)}"
+    return ""
+
+
+def describe_algo(res: dict, env_id: str) -> str:
+    a = next((p["ours"].get("algo") for p in res["pairs"] if p["env_id"] == env_id and "ours" in p), None) or {}
+    ver = "V2" if a.get("normalize_obs") else "V1"
+    t = "-t" if a.get("top") != a.get("n_directions") else ""
+    return (f"{ver}{t} N={a.get('n_directions')} b={a.get('top')} alpha={a.get('step_size')} "
+            f"nu={a.get('noise')}")
+
+
 def write_markdown(path: Path, res: dict) -> None:
     L = ["# ARS: policygen vs sb3-contrib", "",
-         f"- date: {res['date']}", f"- commit: `{res['commit']}`",
+         f"- date: {res['date']}", f"- commit: `{res['commit']}`" + commits_note(res),
          f"- machine: {res['machine']['cpu']}, {res['machine']['cores']} cores ({res['machine']['platform']}); "
          "shared with other work, load average before/after each run in the JSON",
          "- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()),
@@ -239,8 +286,9 @@ def write_markdown(path: Path, res: dict) -> None:
          "not counted): " + ", ".join(f"{e} {n:,}" for e, n in res["steps"].items()) + ". " + res["budget_note"],
          f"- sb3-contrib: RL-Zoo hyperparameters, LinearPolicy, {res['sb3_workers']} evaluation worker "
          f"process(es) ({'AsyncEval' if res['sb3_workers'] > 1 else 'single process, plain learn()'})",
-         "- ours: `policygen train ars` with the env's preset (ARS paper), backend auto, then the final "
-         "policy re-evaluated on Gymnasium's env",
+         "- ours: `policygen train ars` with the env's preset (src/policygen/algorithms/ars.py; "
+         + "; ".join(f"{e}: {describe_algo(res, e)}" for e in res["summary"]) + "), backend auto (EnvPool), "
+         "64 env slots, evaluation only at the end; the final policy is then re-evaluated on Gymnasium's env",
          "- return: mean of 10 deterministic episodes, standard Gymnasium return, final policy, obs "
          "normalisation frozen; wall: whole process (imports, envs, training, final evaluation)",
          "- ratio: sb3 wall / our wall of the same pair (the two runs adjacent in time, order alternating)", ""]
@@ -296,9 +344,19 @@ def main() -> int:
     ap.add_argument("--work-dir", help="run directories (default: a fresh temporary directory)")
     ap.add_argument("--budget-note", default="", help="why this budget (written into the report)")
     ap.add_argument("--note", action="append", default=[], help="a note for the report, repeatable")
+    ap.add_argument("--pin", metavar="REV",
+                    help="run our side from `git archive REV src` (e.g. HEAD) instead of the installed work tree")
+    ap.add_argument("--render", metavar="JSON", help="only re-write the Markdown of an earlier JSON (adds --note)")
     ap.add_argument("--sb3-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.render:
+        res = json.loads(Path(a.render).read_text())
+        res["notes"] = res.get("notes", []) + a.note
+        Path(a.render).write_text(json.dumps(res, indent=2))
+        write_markdown(Path(a.render).with_suffix(".md"), res)
+        log(f"wrote {Path(a.render).with_suffix('.md')}")
+        return 0
     envs = [e.strip() for e in a.envs.split(",") if e.strip()]
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     for e in envs:
@@ -314,9 +372,13 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     out_dir = Path(a.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    res = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": git_head(),
+    pinned, src, untracked = pinned_source(a.pin, work) if a.pin else (None, None, [])
+    if untracked:
+        log(f"WARNING: src files ignored by git but needed, copied from the work tree: {untracked}")
+    res = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+           "commit": pinned or git_head(), "pinned": bool(pinned), "pinned_plus_untracked": untracked,
            "machine": machine(), "versions": versions(),
-           "command": "python bench/ars_vs_sb3.py " + " ".join(sys.argv[1:]),
+           "command": shlex.join(["python", "bench/ars_vs_sb3.py", *sys.argv[1:]]),
            "steps": steps, "episodes": a.episodes, "sb3_workers": a.sb3_workers,
            "budget_note": a.budget_note, "notes": a.note, "work_dir": str(work), "pairs": []}
     log(f"{len(envs)} env(s) x {len(seeds)} seed(s), steps {steps}; run dirs in {work}")
@@ -330,7 +392,7 @@ def main() -> int:
                     continue
                 log(f"{env_id} seed {seed}: {side} ... (load {loadavg():.2f})")
                 if side == "ours":
-                    r = run_ours(env_id, seed, steps[env_id], a.episodes, work)
+                    r = run_ours(env_id, seed, steps[env_id], a.episodes, work, src, pinned)
                     log(f"  ours: return {r['eval_return']:.1f} ± {r['eval_return_std']:.1f} "
                         f"(on its backend {r['train_backend_eval_return']:.1f}), {r['env_steps']:,} steps, "
                         f"wall {r['wall_s']:.1f} s")
