@@ -58,6 +58,10 @@ class UDRLPGConfig:
     """Adam steps per iteration (the paper: per episode)."""
     rollout_repeats: int = 1
     """Noisy policies G(c*) + sigma*eps rolled out per iteration, all in one engine call."""
+    rollout_steps: int = 0
+    """If > 0: roll out more policies while episodes are short, about this many env steps per iteration
+    (from the last iteration's mean episode length), between ``rollout_repeats`` and 4x the engine's slots.
+    Keeps update cost per env step bounded; 0 (official) always rolls out ``rollout_repeats``."""
     noise_policy: float = 0.1
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
     warmup_runs: int = 10
@@ -93,9 +97,11 @@ class UDRLPGConfig:
         for name, v in positive.items():
             if int(v) != v or v < 1:
                 raise PolicygenError(f"udrlpg {name} must be an integer >= 1, got {v!r}")
-        if self.update_repeats < 0 or not (self.learning_rate > 0) or not (self.noise_policy >= 0):
-            raise PolicygenError(f"udrlpg needs update_repeats >= 0, learning_rate > 0, noise_policy >= 0; "
-                                 f"got {self.update_repeats}, {self.learning_rate}, {self.noise_policy}")
+        if (self.rollout_steps < 0 or self.update_repeats < 0 or not self.learning_rate > 0
+                or not self.noise_policy >= 0):
+            raise PolicygenError(f"udrlpg needs rollout_steps >= 0, update_repeats >= 0, learning_rate > 0, "
+                                 f"noise_policy >= 0; got {self.rollout_steps}, {self.update_repeats}, "
+                                 f"{self.learning_rate}, {self.noise_policy}")
         choices = {"buffer": (self.buffer, ("buckets", "fifo")),
                    "bucket_replace": (self.bucket_replace, REPLACEMENTS),
                    "bucket_weighting": (self.bucket_weighting, WEIGHTINGS),
@@ -112,11 +118,19 @@ class UDRLPGConfig:
 
 PAPER = dict(learning_rate=2e-6, batch_size=24, update_repeats=8, rollout_repeats=1, noise_policy=0.1,
              warmup_runs=10, n_buckets=800, bucket_max_size=1, bucket_replace="reject", chunk=32,
-             embed_dim=32,
-             generator_hidden=(512, 512), output_scaling=False, hand_set_range=True,
+             embed_dim=32, generator_hidden=(512, 512), output_scaling=False, hand_set_range=True,
              return_convention="no_survival_bonus")
-FAST = dict(PAPER, learning_rate=1e-4, update_repeats=8, rollout_repeats=8, warmup_noise=True,
-            bucket_replace="newest", hand_set_range=False)
+# fast: tuned on InvertedPendulum-v5 with 2 CPU cores (bench/RESULTS-udrlpg.md). Why each change:
+# - many noisy policies per engine call (16, more while episodes are short) amortise the generator updates;
+# - 64 steps at lr 1e-3 per iteration let G catch up with the buffer in a few dozen iterations;
+# - sigma 0.05: at 0.1 most neighbours of a good policy fail, so the buffer fills with lucky one-offs;
+# - buckets of 8 (newest kept): G(c*) regresses on the mean of 8 recent successes, not one lucky episode;
+# - exp weighting 1.0: with 0.3 a lone lucky policy in the next bucket down pulls G(c*) almost as hard as
+#   the whole top bucket, and G, smooth in c, cannot separate commands 1/800 apart;
+# - a smaller generator MLP (256, 256): ~2x cheaper updates (512-512 was not re-tested at these settings).
+FAST = dict(PAPER, learning_rate=1e-3, update_repeats=64, rollout_repeats=16, rollout_steps=2000,
+            noise_policy=0.05, warmup_noise=True, bucket_max_size=8, bucket_replace="newest",
+            bucket_weighting_scaling=1.0, generator_hidden=(256, 256), hand_set_range=False)
 
 
 class UDRLPG(Algorithm):
@@ -141,6 +155,7 @@ class UDRLPG(Algorithm):
         self.fixed_range = self._fixed_range()
         self.buffer: BucketBuffer | FifoBuffer | None = None
         self.episodes = 0
+        self.last_length = 0.0
         self.lowest_return, self.best_return = math.inf, -math.inf
 
     def _fixed_range(self) -> tuple[float, float] | None:
@@ -164,11 +179,19 @@ class UDRLPG(Algorithm):
             return self._warmup(engine)
         loss = self.fit(self.config.update_repeats)
         command = self.buffer.best_scaled
-        thetas = self._noisy(command, self.config.rollout_repeats, self.config.noise_policy)
+        raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
+        thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
         returns = self._store(thetas, res)
-        raw_command = float(self.buffer.unscale(command))
         return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
+
+    def _population(self, slots: int) -> int:
+        """Policies this iteration: ``rollout_repeats``, more while episodes are short (``rollout_steps``)."""
+        n = self.config.rollout_repeats
+        if self.config.rollout_steps > 0 and self.last_length > 0:
+            # up to 4 waves of the engine's slots: 2-step episodes are cheap, generator updates are not
+            n = max(n, min(4 * slots, math.ceil(self.config.rollout_steps / self.last_length)))
+        return n
 
     def _warmup(self, engine: RolloutEngine) -> dict:
         sigma = self.config.noise_policy if self.config.warmup_noise else 0.0
@@ -193,6 +216,7 @@ class UDRLPG(Algorithm):
         ok = ~res.failed
         returns = res.train_returns[ok]
         self.episodes += len(res.train_returns)
+        self.last_length = float(np.mean(res.lengths))
         if len(returns):
             self.buffer.add(thetas[torch.as_tensor(ok)], returns)
             self.lowest_return = min(self.lowest_return, float(returns.min()))
@@ -262,7 +286,7 @@ class UDRLPG(Algorithm):
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"gen": dict(self.gen.state_dict()), "opt": _optim_state(self.opt),
-                "noise": self.noise.get_state(), "episodes": self.episodes,
+                "noise": self.noise.get_state(), "episodes": self.episodes, "last_length": self.last_length,
                 "lowest_return": self.lowest_return, "best_return": self.best_return,
                 "buffer": None if self.buffer is None else self.buffer.state_dict()}
 
@@ -270,7 +294,7 @@ class UDRLPG(Algorithm):
         self.gen.load_state_dict(state["gen"])
         _load_optim_state(self.opt, state["opt"])
         self.noise.set_state(state["noise"])
-        self.episodes = int(state["episodes"])
+        self.episodes, self.last_length = int(state["episodes"]), float(state["last_length"])
         self.lowest_return, self.best_return = float(state["lowest_return"]), float(state["best_return"])
         self.buffer = None
         if state["buffer"] is not None:
