@@ -98,6 +98,7 @@ def test_learned_range_doubles_and_keeps_commands_in_unit_interval():
     class Res:
         def __init__(self, r):
             self.train_returns, self.failed = np.array(r, float), np.zeros(len(r), bool)
+            self.lengths = np.full(len(r), 35.0)
 
     algo._store(torch.zeros(1, algo.spec.num_params), Res([35.0]))
     assert algo.scale_range() == (0.0, 40.0)  # 10 -> 20 -> 40
