@@ -67,3 +67,11 @@ def test_bad_settings():
         FingerprintEvaluator(MLPSpec(3, 1), n_probe=0)
     with pytest.raises(PolicygenError, match="hidden"):
         FingerprintEvaluator(MLPSpec(3, 1), hidden=(0,))
+
+
+def test_probe_init_normal_covers_both_signs():
+    torch.manual_seed(0)
+    ev = FingerprintEvaluator(MLPSpec(3, 1), n_probe=200, probe_init="normal")
+    assert (ev.probes < 0).float().mean() > 0.3
+    with pytest.raises(PolicygenError, match="probe_init"):
+        FingerprintEvaluator(MLPSpec(3, 1), probe_init="grid")

@@ -10,7 +10,7 @@ from policygen.algorithms.loading import load_run
 from policygen.algorithms.trainer import resume_run, start_run
 from policygen.envs.make import env_info
 from policygen.errors import PolicygenError
-from policygen.rollout.engine import RolloutEngine
+from policygen.rollout.engine import RolloutEngine, RolloutResult
 from policygen.runs.files import load_state, save_state
 from policygen.runs.rundir import METRIC_COLUMNS
 
@@ -83,20 +83,70 @@ def test_command_changes_generated_policy_and_drive_modes():
     torch.testing.assert_close(scaled.command_input([10.0, 30.0]), torch.tensor([[0.0], [1.0]]))
 
 
-def test_range_change_preserves_evaluator_in_return_units():
+class FakeEngine:
+    """Returns without an environment: R(theta) = 100 - |theta|, episode length 10."""
+
+    def __init__(self):
+        self.calls = []
+
+    def evaluate(self, thetas, episodes=1, update_stats=False):
+        self.calls.append(thetas.clone())
+        r = (100 - thetas.norm(dim=1)).double().numpy()
+        n = len(r)
+        return RolloutResult(r, r, np.full(n, 10.0), 10 * n, np.zeros(n, dtype=bool))
+
+
+def test_noise_free_policies_and_command_window():
+    algo = tiny(noise_free_policies=1, command_window=4)
+    eng = FakeEngine()
+    algo.iterate(eng)
+    thetas = eng.calls[-1]
+    assert (thetas[1:] - thetas[0]).abs().max() > 0.05  # the others are perturbed
+    algo._record(torch.zeros(1, algo.spec.num_params), np.array([500.0]), np.array([500.0]), np.ones(1), 1.0)
+    assert algo.best_command() == 500.0
+    algo._record(torch.zeros(4, algo.spec.num_params), np.full(4, 7.0), np.full(4, 7.0), np.ones(4), 1.0)
+    assert algo.best_command() == 7.0 and algo.best_train == 500.0  # the lucky 500 left the window
+    assert algo.eval_policy()[1] == 7.0
+
+
+def test_noise_free_row_is_the_generator_output():
+    algo = tiny(noise_free_policies=2, evaluator_steps=0, generator_steps=0)
+    eng = FakeEngine()
+    expected = algo.generate([algo.next_command()])[0]
+    algo.iterate(eng)
+    assert torch.equal(eng.calls[-1][0], expected) and torch.equal(eng.calls[-1][1], expected)
+    assert not torch.equal(eng.calls[-1][2], expected)
+
+
+def test_generated_commands_span_the_range_plus_drive():
+    algo = tiny(generated_command_frac=0.5, batch_size=40)
+    algo._record(torch.zeros(3, algo.spec.num_params), np.array([10.0, 50.0, 110.0]), np.zeros(3), np.ones(3), 1)
+    r = algo._generator_commands()
+    drive = 0.05 * 100
+    assert len(r) == 40
+    buffer_part, generated = r[:20], r[20:]
+    assert set(buffer_part.tolist()) <= {10.0, 50.0, 110.0}
+    assert (generated >= 10 + drive).all() and (generated <= 110 + drive).all()
+    assert generated.std() > 10  # spread over the range, not a constant
+
+
+def test_target_rescale_preserves_evaluator_in_return_units():
     algo = tiny()
     thetas = torch.randn(5, algo.spec.num_params) * 0.1
 
     def raw():
         with torch.no_grad():
-            return algo._offset() + algo._span() * algo.evaluator(thetas).double()
+            return algo.v_loc + algo.v_scale * algo.evaluator(thetas).double()
 
     algo._record(thetas[:2], np.array([5.0, 20.0]), np.array([5.0, 20.0]), np.array([5, 20]), 1.0)
-    before, scale = raw(), (algo._offset(), algo._span())
+    algo._rescale_targets()
+    before, scale = raw(), (algo.v_loc, algo.v_scale)
+    assert scale == (12.5, 7.5)  # mean and std of the buffered returns
     algo._record(thetas[2:], np.array([1.0, 500.0, 7.0]), np.zeros(3), np.ones(3), 1.0)
-    assert (algo._offset(), algo._span()) != scale
-    algo._preserve_outputs(*scale)
+    algo._rescale_targets()
+    assert (algo.v_loc, algo.v_scale) != scale
     torch.testing.assert_close(raw(), before, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(algo.value_target([algo.v_loc + algo.v_scale]), torch.tensor([1.0]))
 
 
 def test_state_dict_roundtrip_gives_same_policies_and_continuation(tmp_path):

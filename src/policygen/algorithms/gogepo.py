@@ -21,10 +21,19 @@ Presets (both first-class):
     checkpointed, so runs repeat and resume exactly (the official sampling used the unseeded global RNG);
   * observation statistics are exact (the engine's RunningStats; the official Welford update
     underestimated the variance for small n).
-- ``fast`` (default): several perturbed policies per iteration in one engine call, fewer but larger
-  updates with a higher generator learning rate, and returns normalised by the running min/max of the
-  training returns seen (for commands and for V's targets) instead of hand-set per-env ranges; the drive
-  is a fraction of that range.
+- ``fast`` (default): what makes the method practical on 2 CPU cores, each change a config field:
+  * 16 policies per iteration in one engine call (``policies_per_iteration``), one of them G(c) itself without
+    noise (``noise_free_policies``): with sigma = 0.1 on every weight the noise is far larger than G's
+    output, so V trained on perturbed policies alone misjudges the noise-free policies G actually makes;
+  * fewer generator steps (5 per iteration; a step is ~5x the cost of an evaluator step) at a 50x higher
+    lr (1e-4), and more evaluator steps (20, lr 1e-3);
+  * returns scaled from data instead of hand-set ranges: G's input is (c - min) / (max - min) over the
+    training returns seen, V's target is standardised by the buffer's mean and std (rescaled PopArt-style);
+    the drive is 5% of the seen range;
+  * the command builds on the best return of the newest 64 policies (``command_window``), so one lucky
+    episode does not make G extrapolate far beyond its data; a quarter of each generator batch uses
+    commands drawn over [min, max] + drive (the official code's "generated" mode);
+  * probing states start N(0, I), where normalised observations lie, instead of U[0, 1).
 """
 
 from __future__ import annotations
@@ -61,6 +70,14 @@ class GoGePoConfig:
     """Parameter-space exploration noise: theta = G(c) + sigma * eps on every weight."""
     policies_per_iteration: int = 1
     """Perturbed policies generated and rolled out (one episode each, one engine call) per iteration."""
+    noise_free_policies: int = 0
+    """How many of the iteration's policies are G(c) itself, without noise (the rest are perturbed). They
+    show V what the generator's own outputs achieve: trained on perturbed policies only, V can badly misjudge
+    the noise-free policies G makes, whose weights are much smaller than the noise."""
+    generated_command_frac: float = 0.0
+    """Share of each generator batch whose commands are not buffer returns but drawn uniformly from
+    [min + drive, max + drive] of the returns seen (the official code's "generated" command mode; the
+    paper's default, 0, uses only achieved returns). Trains G at and above the commands it is given."""
     evaluator_steps: int = 5
     """Adam steps on the evaluator V per iteration."""
     generator_steps: int = 20
@@ -79,6 +96,8 @@ class GoGePoConfig:
     """The k-th newest buffered policy is sampled with weight (1/k)^alpha."""
     n_probe: int = 200
     """Learnable probing states of the fingerprinting evaluator."""
+    probe_init: str = "uniform"
+    """Probing states start U[0, 1) (paper) or N(0, I) ("normal": where normalised observations lie)."""
     evaluator_hidden: tuple[int, ...] = (256, 256)
     """Hidden widths of V's value MLP (ReLU)."""
     chunk: int = 16
@@ -96,11 +115,16 @@ class GoGePoConfig:
     """Added to the best training return to form the command (raw return units unless drive_scaled)."""
     drive_scaled: bool = False
     """The drive is a fraction of the range of training returns seen (max - min) instead of raw units."""
+    command_window: int = 0
+    """The command is built on the best return among the newest ``command_window`` buffered policies
+    (0: the best return ever seen, the paper). A window keeps the command just above what G was recently
+    trained on instead of extrapolating G far beyond its data after one lucky episode."""
     first_command: float = 1.0
     """Command (raw return) before any return has been seen."""
     return_scaling: str = "paper"
-    """paper: G gets c / (rew_max - rew_min) with hand-set ranges and V predicts raw returns; learned: both use
-    (R - min) / (max - min) over the training returns seen so far."""
+    """paper: G gets c / (rew_max - rew_min) with hand-set ranges and V predicts raw returns; learned: G gets
+    (c - min) / (max - min) over the training returns seen so far, V predicts returns standardised by the
+    mean and std of the buffered returns (its last layer is rescaled when they move)."""
     return_range: tuple[float, ...] = ()
     """(rew_min, rew_max) for return_scaling=paper; empty uses the official table for known envs."""
     return_convention: str = "no_survival_bonus"
@@ -113,9 +137,10 @@ class GoGePo(Algorithm):
     presets = {
         "paper": {},
         "fast": {
-            "policies_per_iteration": 16, "evaluator_steps": 10, "generator_steps": 10, "batch_size": 32,
-            "evaluator_lr": 5e-3, "generator_lr": 1e-4, "buffer_size": 4000, "buffer_dtype": "float16",
-            "return_scaling": "learned", "drive": 0.05, "drive_scaled": True,
+            "policies_per_iteration": 16, "noise_free_policies": 1, "evaluator_steps": 20,
+            "generator_steps": 5, "batch_size": 16, "evaluator_lr": 1e-3, "generator_lr": 1e-4,
+            "buffer_size": 4000, "buffer_dtype": "float16", "return_scaling": "learned", "drive": 0.05,
+            "drive_scaled": True, "command_window": 64, "generated_command_frac": 0.25, "probe_init": "normal",
         },
     }
     default_preset = "fast"
@@ -130,7 +155,7 @@ class GoGePo(Algorithm):
             torch.manual_seed(seed)
             self.generator = HyperNetwork(self.spec, 1, c.chunk, c.embed_dim, c.generator_hidden,
                                           c.output_scaling, c.generator_init_std or None)
-            self.evaluator = FingerprintEvaluator(self.spec, c.n_probe, c.evaluator_hidden)
+            self.evaluator = FingerprintEvaluator(self.spec, c.n_probe, c.evaluator_hidden, c.probe_init)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.generator_lr)
         self.opt_v = torch.optim.Adam(self.evaluator.parameters(), lr=c.evaluator_lr)
         self.buffer = RecencyBuffer(self.spec.num_params, c.buffer_size, c.recency_alpha,
@@ -138,6 +163,7 @@ class GoGePo(Algorithm):
         self.gen = torch.Generator().manual_seed(int(seed))
         self.best_train = -math.inf
         self.ret_min, self.ret_max = math.inf, -math.inf  # training returns seen (any scaling)
+        self.v_loc, self.v_scale = 0.0, 1.0  # V predicts (R - v_loc) / v_scale
         self.episodes = 0
         self.profile = {"rollout": 0.0, "evaluator": 0.0, "generator": 0.0}
         """Seconds spent in each phase since construction (not checkpointed)."""
@@ -193,33 +219,46 @@ class GoGePo(Algorithm):
         return ((c - self._offset()) / self._span()).float()
 
     def value_target(self, returns) -> torch.Tensor:
-        """Raw returns (B,) -> what V is trained to predict: raw (paper) or min/max-normalised (learned)."""
+        """Raw returns (B,) -> what V is trained to predict: raw (paper) or standardised (learned)."""
         r = torch.as_tensor(np.asarray(returns, dtype=np.float64)).reshape(-1)
-        if self.paper_range is not None:
-            return r.float()
-        return ((r - self._offset()) / self._span()).float()
+        return ((r - self.v_loc) / self.v_scale).float()
+
+    def _target_scale(self) -> tuple[float, float]:
+        """(loc, scale) of V's targets: (0, 1) for paper; mean and std of the buffered returns for learned
+        (robust to one lucky outlier, which would squash min/max-scaled targets of everything else)."""
+        if self.paper_range is not None or not len(self.buffer):
+            return 0.0, 1.0
+        r = self.buffer.values["train_return"][:len(self.buffer)]
+        std = float(r.std(unbiased=False))
+        return float(r.mean()), max(std, 1e-3 * (abs(float(r.mean())) + 1.0))
+
+    def best_command(self) -> float:
+        """The best training return the command builds on: all-time, or within ``command_window``."""
+        if not self.episodes:
+            return float(self.cfg.first_command)
+        if self.cfg.command_window <= 0:
+            return self.best_train
+        newest = self.buffer.gather(self.buffer.newest_indices(self.cfg.command_window))
+        return float(newest["train_return"].max())
 
     def next_command(self) -> float:
-        """Best training return seen + drive (raw units); ``first_command`` before any data."""
+        """Best training return (see ``best_command``) + drive (raw units); ``first_command`` before data."""
         if not self.episodes:
             return float(self.cfg.first_command)
         drive = self.cfg.drive * (self.ret_max - self.ret_min if self.cfg.drive_scaled else 1.0)
-        return self.best_train + drive
+        return self.best_command() + drive
 
     @torch.no_grad()
-    def _preserve_outputs(self, old_lo: float, old_span: float) -> None:
-        """When the learned return range moves, rewrite V's last layer so V(theta) in raw return units is
-        unchanged (PopArt-style): new data changes the target scale, not what V has learned.
-
-        G is left alone on purpose: its input is the *scaled* command, so the policy it makes for "the
-        top of the range" stays the same when a new best widens the range (preserving G in raw units
-        instead would throw its inputs far outside anything it was trained on)."""
-        lo, span = self._offset(), self._span()
-        if self.paper_range is not None or (lo == old_lo and span == old_span):
+    def _rescale_targets(self) -> None:
+        """Move V's target scale to the current buffer and rewrite V's last layer so V(theta) in raw return
+        units is unchanged (PopArt-style): new data changes the scale, not what V has learned."""
+        old_loc, old_scale = self.v_loc, self.v_scale
+        self.v_loc, self.v_scale = self._target_scale()
+        if (self.v_loc, self.v_scale) == (old_loc, old_scale):
             return
-        last = self.evaluator.mlp[-1]  # raw = lo + span * v  must stay the same
-        last.weight.mul_(old_span / span)
-        last.bias.mul_(old_span).add_(old_lo - lo).div_(span)
+        last = self.evaluator.mlp[-1]  # raw = loc + scale * v  must stay the same
+        last.weight.mul_(old_scale / self.v_scale)
+        last.bias.mul_(old_scale).add_(old_loc - self.v_loc).div_(self.v_scale)
 
     # --- the loop ----------------------------------------------------------------------------------
     def generate(self, commands) -> torch.Tensor:
@@ -233,15 +272,16 @@ class GoGePo(Algorithm):
         command = self.next_command()
         n = int(c.policies_per_iteration)
         base = self.generate([command])
-        thetas = base + c.sigma * torch.randn(n, self.spec.num_params, generator=self.gen)
+        noise = torch.randn(n, self.spec.num_params, generator=self.gen)
+        noise[:min(int(c.noise_free_policies), n)] = 0.0
+        thetas = base + c.sigma * noise
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
         t1 = time.perf_counter()
         ok = ~res.failed
         if ok.any():
-            scale = (self._offset(), self._span())
             self._record(thetas[torch.as_tensor(ok)], res.train_returns[ok], res.returns[ok],
                          res.lengths[ok], command)
-            self._preserve_outputs(*scale)
+            self._rescale_targets()
         v_loss = self._update_evaluator() if len(self.buffer) else math.nan
         t2 = time.perf_counter()
         g_loss = self._update_generator() if len(self.buffer) else math.nan
@@ -284,7 +324,7 @@ class GoGePo(Algorithm):
         self.evaluator.requires_grad_(False)  # frozen V (and probes): no wasted gradients
         try:
             for _ in range(int(self.cfg.generator_steps)):
-                r = self.buffer.sample(self.cfg.batch_size, self.gen)["train_return"]
+                r = self._generator_commands()
                 uniq, inv = torch.unique(r, return_inverse=True)  # V(G(c)) depends on c alone
                 pred = self.evaluator(self.generator(self.command_input(uniq)))[inv]
                 loss = (pred - self.value_target(r)).pow(2).mean()
@@ -296,9 +336,20 @@ class GoGePo(Algorithm):
             self.evaluator.requires_grad_(True)
         return float(np.mean(losses)) if losses else math.nan
 
+    def _generator_commands(self) -> torch.Tensor:
+        """Raw return commands (batch,) for one generator step: buffer returns, and a share of generated ones."""
+        b = int(self.cfg.batch_size)
+        n_gen = min(b, int(round(b * self.cfg.generated_command_frac)))
+        r = self.buffer.sample(b - n_gen, self.gen)["train_return"] if n_gen < b else torch.zeros(0)
+        if n_gen:
+            drive = self.next_command() - self.best_command()
+            u = torch.rand(n_gen, generator=self.gen, dtype=torch.float64)
+            r = torch.cat([r.double(), self.ret_min + drive + u * (self.ret_max - self.ret_min)])
+        return r
+
     def eval_policy(self) -> tuple[torch.Tensor, float | None]:
-        """G(best training return seen) without noise (``first_command`` before any data)."""
-        command = self.best_train if self.episodes else float(self.cfg.first_command)
+        """G(best_command()) without noise (``first_command`` before any data)."""
+        command = self.best_command()
         return self.generate([command])[0], command
 
     def seen_range(self) -> tuple[float, float] | None:
@@ -311,6 +362,7 @@ class GoGePo(Algorithm):
                 "opt_g": _opt_state(self.opt_g), "opt_v": _opt_state(self.opt_v),
                 "buffer": self.buffer.state_dict(), "gen": self.gen.get_state(),
                 "best_train": self.best_train, "ret_min": self.ret_min, "ret_max": self.ret_max,
+                "v_loc": self.v_loc, "v_scale": self.v_scale,
                 "episodes": self.episodes}
 
     def load_state_dict(self, state: dict) -> None:
@@ -322,6 +374,7 @@ class GoGePo(Algorithm):
         self.gen.set_state(state["gen"])
         self.best_train, self.episodes = float(state["best_train"]), int(state["episodes"])
         self.ret_min, self.ret_max = float(state["ret_min"]), float(state["ret_max"])
+        self.v_loc, self.v_scale = float(state["v_loc"]), float(state["v_scale"])
 
 
 def _opt_state(opt: torch.optim.Optimizer) -> dict:

@@ -16,6 +16,8 @@ from torch import nn
 from policygen.errors import PolicygenError
 from policygen.policies.flat_mlp import MLPSpec, forward
 
+PROBE_INITS = {"uniform": torch.rand, "normal": torch.randn}
+
 
 class FingerprintEvaluator(nn.Module):
     """``V(thetas (B, P)) -> (B,)``: probing states -> probing actions -> MLP [n_probe * act, hidden..., 1].
@@ -23,16 +25,21 @@ class FingerprintEvaluator(nn.Module):
     spec: the policies being evaluated.
     n_probe: number of learnable probing states (paper: 200).
     hidden: widths of the value MLP, ReLU (paper: (256, 256)).
+    probe_init: "uniform" (paper: U[0, 1), only the positive orthant of normalised observation space) or
+        "normal" (N(0, I): the distribution of normalised observations, both signs of every feature).
     """
 
-    def __init__(self, spec: MLPSpec, n_probe: int = 200, hidden: Sequence[int] = (256, 256)):
+    def __init__(self, spec: MLPSpec, n_probe: int = 200, hidden: Sequence[int] = (256, 256),
+                 probe_init: str = "uniform"):
         super().__init__()
         if int(n_probe) < 1:
             raise PolicygenError(f"the evaluator needs at least 1 probing state, got n_probe={n_probe!r}")
         if any(int(h) < 1 for h in hidden):
             raise PolicygenError(f"evaluator hidden widths must be positive integers, got {tuple(hidden)}")
+        if probe_init not in PROBE_INITS:
+            raise PolicygenError(f"probe_init {probe_init!r} is not one of {list(PROBE_INITS)}")
         self.spec = spec
-        self.probes = nn.Parameter(torch.rand(int(n_probe), spec.obs_dim))
+        self.probes = nn.Parameter(PROBE_INITS[probe_init](int(n_probe), spec.obs_dim))
         sizes = [int(n_probe) * spec.act_dim, *(int(h) for h in hidden), 1]
         layers: list[nn.Module] = []
         for i in range(len(sizes) - 1):
