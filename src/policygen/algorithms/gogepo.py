@@ -22,7 +22,8 @@ Presets (both first-class):
   * observation statistics are exact (the engine's RunningStats; the official Welford update
     underestimated the variance for small n).
 - ``fast`` (default): what makes the method practical on 2 CPU cores, each change a config field:
-  * 16 policies per iteration in one engine call (``policies_per_iteration``), one of them G(c) itself without
+  * 4 to 16 policies per iteration in one engine call, as many as make ~4000 env steps
+    (``steps_per_iteration``: short episodes early, few long ones later), one of them G(c) itself without
     noise (``noise_free_policies``): with sigma = 0.1 on every weight the noise is far larger than G's
     output, so V trained on perturbed policies alone misjudges the noise-free policies G actually makes;
   * fewer generator steps (5 per iteration; a step is ~5x the cost of an evaluator step) at a 50x higher
@@ -31,8 +32,9 @@ Presets (both first-class):
     training returns seen, V's target is standardised by the buffer's mean and std (rescaled PopArt-style);
     the drive is 5% of the seen range;
   * the command builds on the best return of the newest 64 policies (``command_window``), so one lucky
-    episode does not make G extrapolate far beyond its data; a quarter of each generator batch uses
-    commands drawn over [min, max] + drive (the official code's "generated" mode);
+    episode does not make G extrapolate far beyond its data;
+  * the generator waits for 64 buffered episodes (``generator_warmup``): chasing an untrained V, it can
+    drift into saturated policies that all fail alike, a state the noise cannot leave;
   * probing states start N(0, I), where normalised observations lie, instead of U[0, 1).
 """
 
@@ -69,7 +71,14 @@ class GoGePoConfig:
     sigma: float = 0.1
     """Parameter-space exploration noise: theta = G(c) + sigma * eps on every weight."""
     policies_per_iteration: int = 1
-    """Perturbed policies generated and rolled out (one episode each, one engine call) per iteration."""
+    """Policies generated and rolled out (one episode each, one engine call) per iteration; the maximum
+    when ``steps_per_iteration`` is set."""
+    steps_per_iteration: int = 0
+    """If > 0, choose the number of policies so an iteration takes about this many env steps (by the mean
+    episode length of the previous iteration), between ``min_policies`` and ``policies_per_iteration``:
+    long episodes then do not starve the generator of updates per env step."""
+    min_policies: int = 1
+    """Fewest policies per iteration when ``steps_per_iteration`` is set."""
     noise_free_policies: int = 0
     """How many of the iteration's policies are G(c) itself, without noise (the rest are perturbed). They
     show V what the generator's own outputs achieve: trained on perturbed policies only, V can badly misjudge
@@ -78,6 +87,10 @@ class GoGePoConfig:
     """Share of each generator batch whose commands are not buffer returns but drawn uniformly from
     [min + drive, max + drive] of the returns seen (the official code's "generated" command mode; the
     paper's default, 0, uses only achieved returns). Trains G at and above the commands it is given."""
+    generator_warmup: int = 0
+    """Episodes in the buffer before the generator is first updated (V learns alone until then): a G that
+    chases an untrained V drifts into saturated policies that all fail alike, from which noise cannot
+    recover."""
     evaluator_steps: int = 5
     """Adam steps on the evaluator V per iteration."""
     generator_steps: int = 20
@@ -137,10 +150,11 @@ class GoGePo(Algorithm):
     presets = {
         "paper": {},
         "fast": {
-            "policies_per_iteration": 16, "noise_free_policies": 1, "evaluator_steps": 20,
+            "policies_per_iteration": 16, "steps_per_iteration": 4000, "min_policies": 4,
+            "noise_free_policies": 1, "evaluator_steps": 20,
             "generator_steps": 5, "batch_size": 16, "evaluator_lr": 1e-3, "generator_lr": 1e-4,
             "buffer_size": 4000, "buffer_dtype": "float16", "return_scaling": "learned", "drive": 0.05,
-            "drive_scaled": True, "command_window": 64, "generated_command_frac": 0.25, "probe_init": "normal",
+            "drive_scaled": True, "command_window": 64, "generator_warmup": 64, "probe_init": "normal",
         },
     }
     default_preset = "fast"
@@ -164,13 +178,15 @@ class GoGePo(Algorithm):
         self.best_train = -math.inf
         self.ret_min, self.ret_max = math.inf, -math.inf  # training returns seen (any scaling)
         self.v_loc, self.v_scale = 0.0, 1.0  # V predicts (R - v_loc) / v_scale
+        self.last_length: float | None = None  # mean episode length of the last iteration
         self.episodes = 0
         self.profile = {"rollout": 0.0, "evaluator": 0.0, "generator": 0.0}
         """Seconds spent in each phase since construction (not checkpointed)."""
 
     @staticmethod
     def _check_config(c: GoGePoConfig) -> None:
-        positive = ("policies_per_iteration", "batch_size", "buffer_size", "n_probe", "chunk", "embed_dim")
+        positive = ("policies_per_iteration", "min_policies", "batch_size", "buffer_size", "n_probe", "chunk",
+                    "embed_dim")
         for name in positive:
             if int(getattr(c, name)) < 1:
                 raise PolicygenError(f"gogepo {name} must be a positive integer, got {getattr(c, name)!r}")
@@ -270,10 +286,10 @@ class GoGePo(Algorithm):
         c = self.cfg
         t0 = time.perf_counter()
         command = self.next_command()
-        n = int(c.policies_per_iteration)
+        n = self._num_policies()
         base = self.generate([command])
         noise = torch.randn(n, self.spec.num_params, generator=self.gen)
-        noise[:min(int(c.noise_free_policies), n)] = 0.0
+        noise[:min(int(c.noise_free_policies), n - 1)] = 0.0  # at least one perturbed policy
         thetas = base + c.sigma * noise
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
         t1 = time.perf_counter()
@@ -284,7 +300,7 @@ class GoGePo(Algorithm):
             self._rescale_targets()
         v_loss = self._update_evaluator() if len(self.buffer) else math.nan
         t2 = time.perf_counter()
-        g_loss = self._update_generator() if len(self.buffer) else math.nan
+        g_loss = self._update_generator() if self.episodes >= max(c.generator_warmup, 1) else math.nan
         t3 = time.perf_counter()
         for k, dt in zip(("rollout", "evaluator", "generator"), (t1 - t0, t2 - t1, t3 - t2), strict=True):
             self.profile[k] += dt
@@ -295,10 +311,18 @@ class GoGePo(Algorithm):
                 "best_train_return": self.best_train, "command": command, "loss": g_loss,
                 "failures": int(res.failed.sum())}
 
+    def _num_policies(self) -> int:
+        c = self.cfg
+        if c.steps_per_iteration <= 0 or self.last_length is None:
+            return int(c.policies_per_iteration)
+        n = math.ceil(c.steps_per_iteration / max(self.last_length, 1.0))
+        return int(min(max(n, c.min_policies), c.policies_per_iteration))
+
     def _record(self, thetas: torch.Tensor, train_returns: np.ndarray, returns: np.ndarray,
                 lengths: np.ndarray, command: float) -> None:
         self.buffer.add(thetas, train_returns, returns, lengths, np.full(len(thetas), command))
         self.episodes += len(thetas)
+        self.last_length = float(np.mean(lengths))
         self.best_train = max(self.best_train, float(train_returns.max()))
         self.ret_min = min(self.ret_min, float(train_returns.min()))
         self.ret_max = max(self.ret_max, float(train_returns.max()))
@@ -362,7 +386,7 @@ class GoGePo(Algorithm):
                 "opt_g": _opt_state(self.opt_g), "opt_v": _opt_state(self.opt_v),
                 "buffer": self.buffer.state_dict(), "gen": self.gen.get_state(),
                 "best_train": self.best_train, "ret_min": self.ret_min, "ret_max": self.ret_max,
-                "v_loc": self.v_loc, "v_scale": self.v_scale,
+                "v_loc": self.v_loc, "v_scale": self.v_scale, "last_length": self.last_length,
                 "episodes": self.episodes}
 
     def load_state_dict(self, state: dict) -> None:
@@ -375,6 +399,7 @@ class GoGePo(Algorithm):
         self.best_train, self.episodes = float(state["best_train"]), int(state["episodes"])
         self.ret_min, self.ret_max = float(state["ret_min"]), float(state["ret_max"])
         self.v_loc, self.v_scale = float(state["v_loc"]), float(state["v_scale"])
+        self.last_length = None if state["last_length"] is None else float(state["last_length"])
 
 
 def _opt_state(opt: torch.optim.Optimizer) -> dict:
