@@ -103,3 +103,14 @@ def test_command_dim_and_bad_inputs():
         HyperNetwork(MLPSpec(4, 1, (16,), bias=False))
     g1 = HyperNetwork(spec, **SMALL)
     assert g1(torch.rand(4)).shape == (4, spec.num_params)  # (B,) accepted for scalar commands
+
+
+def test_init_std_sets_the_raw_output_scale():
+    spec = MLPSpec(11, 3, (64, 64))
+    torch.manual_seed(0)
+    g = HyperNetwork(spec, chunk=16, hidden=(32, 32), output_scaling=False, init_std=0.5)
+    layers = unflatten(spec, g(torch.linspace(0, 1, 5).unsqueeze(1)).detach())
+    for w, b in layers:
+        assert 0.3 < w.std().item() < 0.8
+    with pytest.raises(PolicygenError, match="init_std"):
+        HyperNetwork(spec, init_std=0.0)
