@@ -13,7 +13,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 d.update(date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), machine=f"{cpu}, {d['cpus']} cores",
          commit=subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
 json.dump(d, open(p, "w"), indent=2)
-print(json.dumps({k: d[k] for k in ("backend", "policies", "engine_steps_per_s", "raw_steps_per_s", "ratio", "peak_rss_mb")}))
+print(json.dumps({k: d[k] for k in ("backend", "policies", "engine_steps_per_s", "raw_steps_per_s", "ratio", "slot_utilisation", "backend_share", "peak_rss_mb")}))
 PY
 }
 $PG bench rollout --env Hopper-v5 --policies 64 --hidden 256,256 --seconds "$S" --backend envpool > bench/results/rollout-envpool-64.json

@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from policygen.errors import PolicygenError
 from policygen.policies import MLPSpec, forward, init_thetas, to_module
+from policygen.policies.flat_mlp import act_numpy
 
 SPECS = [MLPSpec(11, 3, (256, 256)), MLPSpec(4, 1, (), output="clip", bias=False, action_high=(3.0,)),
          MLPSpec(5, 2, (7, 3, 9), activation="relu", action_high=(2.0, 0.5)), MLPSpec(3, 2, (8,), output="none")]
@@ -55,3 +57,15 @@ def test_wrong_length_is_refused_with_the_expected_length():
     spec = MLPSpec(4, 2, (16,))
     with pytest.raises(PolicygenError, match=f"needs exactly {spec.num_params}"):
         forward(spec, torch.zeros(2, spec.num_params + 1), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("spec", [
+    MLPSpec(5, 2, (16, 8), "relu", "tanh", (2.0, 0.5)),
+    MLPSpec(5, 2, (), "tanh", "clip", (1.0, 3.0)),
+    MLPSpec(5, 2, (7,), "tanh", "none", bias=False),
+])
+def test_numpy_forward_of_the_engine_equals_torch_forward(spec):
+    thetas = init_thetas(spec, 6, torch.Generator().manual_seed(1)) * 3
+    obs = torch.randn(6, 5)
+    got = act_numpy(spec, thetas.numpy(), obs.numpy())
+    assert np.allclose(got, forward(spec, thetas, obs).numpy(), atol=1e-5)

@@ -110,7 +110,7 @@ def test_init_std_sets_the_raw_output_scale():
     torch.manual_seed(0)
     g = HyperNetwork(spec, chunk=16, hidden=(32, 32), output_scaling=False, init_std=0.5)
     layers = unflatten(spec, g(torch.linspace(0, 1, 5).unsqueeze(1)).detach())
-    for w, b in layers:
+    for w, _b in layers:
         assert 0.3 < w.std().item() < 0.8
     with pytest.raises(PolicygenError, match="init_std"):
         HyperNetwork(spec, init_std=0.0)

@@ -37,12 +37,14 @@ def raw_steps_per_s(env_id: str, backend: str, num_envs: int, seconds: float, se
     return rate
 
 
-def engine_steps_per_s(engine: RolloutEngine, thetas: torch.Tensor, seconds: float) -> tuple[float, int]:
-    steps, calls, t0 = 0, 0, time.perf_counter()
+def engine_steps_per_s(engine: RolloutEngine, thetas: torch.Tensor, seconds: float) -> tuple[float, int, float]:
+    """(env steps/s, calls, share of the wall time spent inside the backend's step calls)."""
+    steps, calls, t0, b0 = 0, 0, time.perf_counter(), engine.backend_seconds
     while time.perf_counter() - t0 < seconds:
         steps += engine.evaluate(thetas, update_stats=True).env_steps
         calls += 1
-    return steps / (time.perf_counter() - t0), calls
+    wall = time.perf_counter() - t0
+    return steps / wall, calls, (engine.backend_seconds - b0) / wall
 
 
 def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: float, backend: str = "auto",
@@ -55,18 +57,23 @@ def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: 
     thetas = init_thetas(spec, policies, torch.Generator().manual_seed(seed))
     engine = RolloutEngine(env_id, spec, num_envs=num_envs, backend=backend, seed=seed)
     engine.evaluate(thetas[: min(policies, num_envs)], update_stats=True)  # warm-up, fills obs statistics
-    eng, raw, calls = [], [], 0
+    eng, raw, calls, in_backend = [], [], 0, []
+    steps0, batches0 = engine.env_steps, engine.batch_steps
     for _ in range(rounds):
-        rate, n = engine_steps_per_s(engine, thetas, seconds / rounds)
+        rate, n, share = engine_steps_per_s(engine, thetas, seconds / rounds)
         eng.append(rate)
+        in_backend.append(share)
         calls += n
         raw.append(raw_steps_per_s(env_id, backend, num_envs, seconds / rounds, seed))
+    # the share of slot-steps that ran a policy: below 1 when a call's last long episodes run on few slots
+    utilisation = (engine.env_steps - steps0) / max(1, (engine.batch_steps - batches0) * num_envs)
     engine.close()
     e, r = float(np.mean(eng)), float(np.mean(raw))
     return {
         "env_id": env_id, "backend": backend, "num_envs": num_envs, "policies": policies,
         "hidden": list(hidden), "params_per_policy": spec.num_params, "seconds": seconds,
         "engine_steps_per_s": e, "raw_steps_per_s": r, "ratio": e / r, "engine_calls": calls,
+        "slot_utilisation": utilisation, "backend_share": float(np.mean(in_backend)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
     }

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -141,6 +142,34 @@ def forward_layers(spec: MLPSpec, layers: Sequence[tuple[torch.Tensor, torch.Ten
         if k < len(layers) - 1:
             x = act(x)
     return _output(spec, x.transpose(1, 2))
+
+
+_NP_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x, out: np.maximum(x, 0, out=out)}
+
+
+def act_numpy(spec: MLPSpec, thetas: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """Inference-only forward on float32 numpy: ``thetas (B, P)``, ``obs (B, obs_dim)`` -> ``(B, act_dim)``.
+
+    The rollout engine's forward. numpy's batched matmul runs the B matrix-vector products as BLAS gemv;
+    torch's ``bmm`` with a single column is ~10x slower on CPU (64 policies of 2x256: 0.27 ms vs 3.3 ms
+    a layer), and that product is most of the engine's cost beside the physics.
+    """
+    x = obs[:, :, None]
+    layers = unflatten(spec, thetas)
+    act = _NP_ACTIVATIONS[spec.activation]
+    for k, (w, b) in enumerate(layers):
+        x = np.matmul(w, x)
+        if b is not None:
+            x += b[:, :, None]
+        if k < len(layers) - 1:
+            act(x, out=x)
+    x = x[:, :, 0]
+    if spec.output == "tanh":
+        return np.tanh(x, out=x) * _high(spec, torch.float32).numpy()
+    if spec.output == "clip":
+        high = _high(spec, torch.float32).numpy()
+        return np.clip(x, -high, high)
+    return x
 
 
 def forward(spec: MLPSpec, thetas: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
