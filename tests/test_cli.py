@@ -61,3 +61,17 @@ def test_policy_file_for_another_env_is_refused(capsys, tmp_path):
     assert code == 2 and "observations of size 11" in err and "InvertedPendulum-v5 has obs 4" in err
     with pytest.raises(Exception, match="exists"):
         save_policy(policy, path)
+
+
+def test_demo_trains_commands_tables_and_plots(capsys, tmp_path):
+    out_dir = tmp_path / "demo"
+    code, out, err = run_cli(capsys, "demo", "--steps", "1500", "--n-commands", "3", "--episodes", "2",
+                             "--out", str(out_dir))
+    assert code == 0, err
+    assert "commanded vs achieved return" in out
+    table_rows = [line for line in out.splitlines() if line.strip()[:1].isdigit() or line.strip()[:1] == "-"]
+    assert len(table_rows) >= 3
+    assert (out_dir / "sweep.png").stat().st_size > 1000
+    result = json.loads((out_dir / "sweep.json").read_text())
+    assert len(result["commands"]) == 3 and len(result["evaluator_prediction"]) == 3
+    assert "V(G(c))" in out

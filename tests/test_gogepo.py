@@ -135,8 +135,7 @@ def test_target_rescale_preserves_evaluator_in_return_units():
     thetas = torch.randn(5, algo.spec.num_params) * 0.1
 
     def raw():
-        with torch.no_grad():
-            return algo.v_loc + algo.v_scale * algo.evaluator(thetas).double()
+        return torch.from_numpy(algo.predict_returns(thetas))
 
     algo._record(thetas[:2], np.array([5.0, 20.0]), np.array([5.0, 20.0]), np.array([5, 20]), 1.0)
     algo._rescale_targets()
@@ -147,6 +146,16 @@ def test_target_rescale_preserves_evaluator_in_return_units():
     assert (algo.v_loc, algo.v_scale) != scale
     torch.testing.assert_close(raw(), before, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(algo.value_target([algo.v_loc + algo.v_scale]), torch.tensor([1.0]))
+
+
+def test_seen_range_and_bad_commands_are_clear_errors():
+    algo = tiny()
+    with pytest.raises(PolicygenError, match="no returns seen"):
+        algo.seen_return_range()
+    algo._record(torch.zeros(2, algo.spec.num_params), np.array([3.0, 9.0]), np.zeros(2), np.ones(2), 1.0)
+    assert algo.seen_return_range() == (3.0, 9.0)
+    with pytest.raises(PolicygenError, match="finite"):
+        algo.generate([float("nan")])
 
 
 def test_state_dict_roundtrip_gives_same_policies_and_continuation(tmp_path):
@@ -205,7 +214,7 @@ def test_fast_preset_learns_inverted_pendulum(tmp_path):
     assert best >= 900, [(r["env_steps"], r["eval_return"]) for r in rows]
     # the generator follows the command: a low command gives a worse policy than the best command
     loaded = load_run(str(tmp_path / "run"))
-    lo, hi = loaded.algo.seen_range()
+    lo, hi = loaded.algo.seen_return_range()
     eng = RolloutEngine(ENV, loaded.algo.spec, num_envs=16, seed=123)
     eng.obs_stats = loaded.obs_stats
     achieved = [eng.evaluate(loaded.policy(c).theta[None], episodes=5, count_steps=False).returns[0]

@@ -105,6 +105,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from policygen.algorithms.loading import load_run
     from policygen.algorithms.trainer import start_run
     from policygen.analysis.sweep import parse_commands, plot_sweep, seen_range, sweep, table
+    from policygen.runs.files import atomic_write_json
 
     rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, eval_every=max(1000, a.steps // 10))
     print(f"[demo] training {a.algo} on {a.env} for {a.steps} env steps -> {a.out}", file=sys.stderr)
@@ -112,10 +113,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print(f"[demo] trained in {run.summary['wall_s']:.0f} s; final evaluation return "
           f"{run.summary['final_eval_return']:.1f}", file=sys.stderr)
     loaded = load_run(a.out)
-    result = sweep(loaded, parse_commands(f"{{}}:{{}}:{a.n_commands}".format(*seen_range(loaded))), a.episodes,
-                   a.seed)
+    seen = seen_range(loaded)
+    result = sweep(loaded, parse_commands(f"{seen[0]}:{seen[1]}:{a.n_commands}", seen), a.episodes, a.seed)
     plot = str(Path(a.out) / "sweep.png")
     plot_sweep(result, plot)
+    atomic_write_json(Path(a.out) / "sweep.json", result)
     print(f"\ncommanded vs achieved return on {a.env} ({a.episodes} episodes each):")
     print(table(result))
     print(f"\nplot: {plot}\nrun:  {a.out}  (policygen generate {a.out} --command R --out policy.pt)")

@@ -279,6 +279,8 @@ class GoGePo(Algorithm):
     # --- the loop ----------------------------------------------------------------------------------
     def generate(self, commands) -> torch.Tensor:
         """Noise-free policies for raw return commands (B,) -> thetas (B, P)."""
+        if not np.isfinite(np.asarray(commands, dtype=np.float64)).all():
+            raise PolicygenError(f"commands must be finite returns, got {list(np.asarray(commands).ravel()[:3])}")
         with torch.no_grad():
             return self.generator(self.command_input(commands))
 
@@ -376,9 +378,17 @@ class GoGePo(Algorithm):
         command = self.best_command()
         return self.generate([command])[0], command
 
-    def seen_range(self) -> tuple[float, float] | None:
-        """(min, max) of the training returns seen, None before any episode."""
-        return (self.ret_min, self.ret_max) if self.episodes else None
+    def seen_return_range(self) -> tuple[float, float]:
+        """(min, max) of the training returns seen (raw, the run's return convention)."""
+        if not self.episodes:
+            raise PolicygenError("this GoGePo run has not completed an episode yet: no returns seen")
+        return self.ret_min, self.ret_max
+
+    def predict_returns(self, thetas: torch.Tensor) -> np.ndarray:
+        """The evaluator's V(theta) in raw return units (the run's return convention), for (B, P) thetas."""
+        with torch.no_grad():
+            v = self.evaluator(torch.as_tensor(thetas, dtype=torch.float32))
+        return (self.v_loc + self.v_scale * v.double()).numpy()
 
     # --- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -111,10 +111,14 @@ def plot_sweep(result: dict, path: str) -> None:
 
 def table(result: dict) -> str:
     """A plain-text table of commanded vs achieved returns."""
-    lines = [f"{'command':>10} {'achieved':>10} {'± std':>8}  note", "-" * 42]
+    pred = result.get("evaluator_prediction")
+    head = f"{'command':>10} {'achieved':>10} {'± std':>8}" + (f" {'V(G(c))':>9}" if pred else "")
+    lines = [head + "  note", "-" * (len(head) + 8)]
     outside = set(result["outside_seen_range"])
-    for c, m, s in zip(result["commands"], result["achieved_mean"], result["achieved_std"], strict=True):
-        lines.append(f"{c:10.1f} {m:10.1f} {s:8.1f}  {'outside seen range' if c in outside else ''}")
+    for k, (c, m, s) in enumerate(zip(result["commands"], result["achieved_mean"], result["achieved_std"],
+                                      strict=True)):
+        v = f" {pred[k]:9.1f}" if pred else ""
+        lines.append(f"{c:10.1f} {m:10.1f} {s:8.1f}{v}  {'outside seen range' if c in outside else ''}")
     rho, mae = result.get("spearman"), result.get("mae_frac")
     if rho is not None:
         lines.append(f"Spearman rank correlation {rho:.3f}; mean absolute error {100 * mae:.1f}% of the range")
