@@ -54,6 +54,7 @@ from policygen.errors import PolicygenError
 from policygen.evaluators.fingerprint import FingerprintEvaluator
 from policygen.generators.hypernetwork import HyperNetwork
 from policygen.policies.flat_mlp import MLPSpec
+from policygen.runs.files import load_optimizer_state, optimizer_state
 
 # The official code's hand-set return ranges (rew_min, rew_max), used by return_scaling="paper".
 PAPER_RETURN_RANGES = {"Swimmer": (-100.0, 365.0), "Hopper": (-100.0, 3000.0),
@@ -393,7 +394,7 @@ class GoGePo(Algorithm):
     # --- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"generator": dict(self.generator.state_dict()), "evaluator": dict(self.evaluator.state_dict()),
-                "opt_g": _opt_state(self.opt_g), "opt_v": _opt_state(self.opt_v),
+                "opt_g": optimizer_state(self.opt_g), "opt_v": optimizer_state(self.opt_v),
                 "buffer": self.buffer.state_dict(), "gen": self.gen.get_state(),
                 "best_train": self.best_train, "ret_min": self.ret_min, "ret_max": self.ret_max,
                 "v_loc": self.v_loc, "v_scale": self.v_scale, "last_length": self.last_length,
@@ -402,22 +403,11 @@ class GoGePo(Algorithm):
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
         self.evaluator.load_state_dict(state["evaluator"])
-        _load_opt(self.opt_g, state["opt_g"])
-        _load_opt(self.opt_v, state["opt_v"])
+        load_optimizer_state(self.opt_g, state["opt_g"])
+        load_optimizer_state(self.opt_v, state["opt_v"])
         self.buffer.load_state_dict(state["buffer"])
         self.gen.set_state(state["gen"])
         self.best_train, self.episodes = float(state["best_train"]), int(state["episodes"])
         self.ret_min, self.ret_max = float(state["ret_min"]), float(state["ret_max"])
         self.v_loc, self.v_scale = float(state["v_loc"]), float(state["v_scale"])
         self.last_length = None if state["last_length"] is None else float(state["last_length"])
-
-
-def _opt_state(opt: torch.optim.Optimizer) -> dict:
-    """An optimizer state with string keys (state files allow only string keys)."""
-    sd = opt.state_dict()
-    return {"state": {str(k): dict(v) for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
-
-
-def _load_opt(opt: torch.optim.Optimizer, d: dict) -> None:
-    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in d["param_groups"]]
-    opt.load_state_dict({"state": {int(k): v for k, v in d["state"].items()}, "param_groups": groups})

@@ -30,6 +30,7 @@ from policygen.errors import PolicygenError
 from policygen.generators.hypernetwork import HyperNetwork
 from policygen.policies.flat_mlp import MLPSpec
 from policygen.rollout.engine import RolloutEngine
+from policygen.runs.files import load_optimizer_state, optimizer_state
 
 HAND_SET_RANGES = {"Swimmer": (-100.0, 365.0), "Hopper": (-100.0, 3000.0),
                    "InvertedPendulum": (0.0, 1000.0), "MountainCarContinuous": (-100.0, 100.0)}
@@ -285,14 +286,14 @@ class UDRLPG(Algorithm):
 
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"gen": dict(self.gen.state_dict()), "opt": _optim_state(self.opt),
+        return {"gen": dict(self.gen.state_dict()), "opt": optimizer_state(self.opt),
                 "noise": self.noise.get_state(), "episodes": self.episodes, "last_length": self.last_length,
                 "lowest_return": self.lowest_return, "best_return": self.best_return,
                 "buffer": None if self.buffer is None else self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.gen.load_state_dict(state["gen"])
-        _load_optim_state(self.opt, state["opt"])
+        load_optimizer_state(self.opt, state["opt"])
         self.noise.set_state(state["noise"])
         self.episodes, self.last_length = int(state["episodes"]), float(state["last_length"])
         self.lowest_return, self.best_return = float(state["lowest_return"]), float(state["best_return"])
@@ -301,16 +302,6 @@ class UDRLPG(Algorithm):
             self.buffer = self._make_buffer(float(state["buffer"]["r_min"]), float(state["buffer"]["r_max"]))
             self.buffer.load_state_dict(state["buffer"])
 
-
-def _optim_state(opt: torch.optim.Optimizer) -> dict:
-    """Adam's state with string keys only (state files take no integer keys)."""
-    sd = opt.state_dict()
-    return {"state": {str(k): v for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
-
-
-def _load_optim_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in state["param_groups"]]
-    opt.load_state_dict({"state": {int(k): v for k, v in state["state"].items()}, "param_groups": groups})
 
 
 __all__ = ["HAND_SET_RANGES", "UDRLPG", "UDRLPGConfig"]

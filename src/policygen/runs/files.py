@@ -146,3 +146,15 @@ def _metadata(data: bytes) -> dict:
     header = json.loads(data[8:8 + n])
     meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
     return meta if isinstance(meta, dict) else {}
+
+
+def optimizer_state(opt) -> dict:
+    """A torch optimizer's state with string keys only (state files take no integer keys)."""
+    sd = opt.state_dict()
+    return {"state": {str(k): dict(v) for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def load_optimizer_state(opt, state: dict) -> None:
+    """Inverse of ``optimizer_state`` (JSON turned Adam's ``betas`` tuple into a list)."""
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in state["param_groups"]]
+    opt.load_state_dict({"state": {int(k): v for k, v in state["state"].items()}, "param_groups": groups})
