@@ -35,6 +35,8 @@ from policygen.runs.files import load_optimizer_state, optimizer_state
 HAND_SET_RANGES = {"Swimmer": (-100.0, 365.0), "Hopper": (-100.0, 3000.0),
                    "InvertedPendulum": (0.0, 1000.0), "MountainCarContinuous": (-100.0, 100.0)}
 """Raw-return ranges set by hand in the official code (METHODS.md); Hopper's excludes the survival bonus."""
+COMMAND_GROUPS = ("seen bucket", "never-filled bucket", "above range", "below range", "held-out band")
+"""Labels of ``UDRLPG.command_groups``: where a command falls relative to the final buffer."""
 
 
 @dataclass
@@ -89,6 +91,10 @@ class UDRLPGConfig:
     """Use the official hand-set range for InvertedPendulum, Swimmer, Hopper, MountainCarContinuous."""
     return_convention: str = "no_survival_bonus"
     """Return that commands and the buffer use: ``standard`` or ``no_survival_bonus`` (official)."""
+    holdout_band: tuple[float, ...] = ()
+    """(lo, hi) fractions of the scaled return range, 0 <= lo < hi <= 1: policies whose return falls in
+    [lo, hi] are never stored (counted in ``held_out``), so commands there are unseen returns. Empty: off.
+    Needs a fixed return range (``return_range`` or a hand-set one): a learned range moves the band."""
 
     def __post_init__(self) -> None:
         positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
@@ -115,6 +121,11 @@ class UDRLPGConfig:
             raise PolicygenError(f"udrlpg return_range must be empty or two finite numbers min < max, "
                                  f"got {r}")
         self.return_range = r
+        band = tuple(float(x) for x in self.holdout_band)
+        if band and (len(band) != 2 or not 0.0 <= band[0] < band[1] <= 1.0):
+            raise PolicygenError(f"udrlpg holdout_band must be empty or two fractions 0 <= lo < hi <= 1 "
+                                 f"(e.g. 0.4,0.6), got {band}")
+        self.holdout_band = band
 
 
 PAPER = dict(learning_rate=2e-6, batch_size=24, update_repeats=8, rollout_repeats=1, noise_policy=0.1,
@@ -154,7 +165,13 @@ class UDRLPG(Algorithm):
         self.opt = torch.optim.Adam(self.gen.parameters(), lr=config.learning_rate)
         self.noise = torch.Generator().manual_seed(self.seed + 1)
         self.fixed_range = self._fixed_range()
+        if config.holdout_band and self.fixed_range is None:
+            raise PolicygenError(f"udrlpg holdout_band {config.holdout_band} needs a fixed return range: set "
+                                 f"return_range=MIN,MAX (or hand_set_range=true for a task that has one); a "
+                                 f"learned range grows during training and would move the band")
         self.buffer: BucketBuffer | FifoBuffer | None = None
+        self.held_out = 0
+        """Policies not stored because their return fell in ``holdout_band``."""
         self.episodes = 0
         self.last_length = 0.0
         self.lowest_return, self.best_return = math.inf, -math.inf
@@ -169,7 +186,7 @@ class UDRLPG(Algorithm):
     def _make_buffer(self, r_min: float, r_max: float) -> BucketBuffer | FifoBuffer:
         c, seed = self.config, self.seed + 2
         if c.buffer == "fifo":
-            return FifoBuffer(r_min, r_max, size=c.fifo_size, seed=seed)
+            return FifoBuffer(r_min, r_max, size=c.fifo_size, seed=seed, n_bins=c.n_buckets)
         return BucketBuffer(r_min, r_max, n_buckets=c.n_buckets, capacity=c.bucket_max_size,
                             replace=c.bucket_replace, weighting=c.bucket_weighting,
                             exp_coef=c.bucket_weighting_scaling, seed=seed)
@@ -219,7 +236,11 @@ class UDRLPG(Algorithm):
         self.episodes += len(res.train_returns)
         self.last_length = float(np.mean(res.lengths))
         if len(returns):
-            self.buffer.add(thetas[torch.as_tensor(ok)], returns)
+            keep = ~self.in_holdout_band(returns)
+            self.held_out += int((~keep).sum())
+            # held-out policies never reach the buffer, so neither G's targets nor the command c* see them
+            if keep.any():
+                self.buffer.add(thetas[torch.as_tensor(ok)][torch.as_tensor(keep)], returns[keep])
             self.lowest_return = min(self.lowest_return, float(returns.min()))
             self.best_return = max(self.best_return, float(returns.max()))
         if self.fixed_range is None:
@@ -284,11 +305,48 @@ class UDRLPG(Algorithm):
             raise PolicygenError("this UDRLPG generator has not finished its warm-up: no return range yet")
         return self.buffer.r_min, self.buffer.r_max
 
+    def holdout_range(self) -> tuple[float, float] | None:
+        """The held-out band in raw returns (the run's convention), None when off."""
+        if not self.config.holdout_band:
+            return None
+        lo, hi = self.fixed_range  # type: ignore[misc]  # __init__ refuses a band without a fixed range
+        return lo + self.config.holdout_band[0] * (hi - lo), lo + self.config.holdout_band[1] * (hi - lo)
+
+    def in_holdout_band(self, returns) -> np.ndarray:
+        """Whether each raw return falls in the held-out band (N,), all False when off."""
+        r = np.atleast_1d(np.asarray(returns, dtype=np.float64))
+        if not self.config.holdout_band:
+            return np.zeros(len(r), dtype=bool)
+        lo, hi = self.fixed_range  # type: ignore[misc]
+        s = (np.maximum(r, lo) - lo) / (hi - lo)  # the buffer's scaling: a band at 0 takes clipped returns too
+        return (s >= self.config.holdout_band[0]) & (s <= self.config.holdout_band[1])
+
+    def stored_return_range(self) -> tuple[float, float]:
+        """Lowest and highest raw return held in the buffer now."""
+        r = self.buffer.stored_returns() if self.buffer is not None else np.zeros(0)
+        if not len(r):
+            raise PolicygenError("this UDRLPG buffer is empty: no stored returns to report on")
+        return float(r.min()), float(r.max())
+
+    def command_groups(self, commands) -> list[str]:
+        """Label each raw command by what the final buffer holds there, one of ``COMMAND_GROUPS``.
+
+        ``held-out band`` wins over the rest; then ``below range`` / ``above range`` (outside the stored
+        returns); inside, ``seen bucket`` if the command's bucket holds a policy, else ``never-filled bucket``.
+        """
+        c = np.atleast_1d(np.asarray(commands, dtype=np.float64))
+        lo, hi = self.stored_return_range()
+        _, filled = self.buffer.filled(c)
+        band = self.in_holdout_band(c)
+        return [COMMAND_GROUPS[4] if b else COMMAND_GROUPS[3] if x < lo else COMMAND_GROUPS[2] if x > hi
+                else COMMAND_GROUPS[0] if f else COMMAND_GROUPS[1]
+                for x, f, b in zip(c.tolist(), filled.tolist(), band.tolist(), strict=True)]
+
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"gen": dict(self.gen.state_dict()), "opt": optimizer_state(self.opt),
                 "noise": self.noise.get_state(), "episodes": self.episodes, "last_length": self.last_length,
-                "lowest_return": self.lowest_return, "best_return": self.best_return,
+                "lowest_return": self.lowest_return, "best_return": self.best_return, "held_out": self.held_out,
                 "buffer": None if self.buffer is None else self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -297,11 +355,11 @@ class UDRLPG(Algorithm):
         self.noise.set_state(state["noise"])
         self.episodes, self.last_length = int(state["episodes"]), float(state["last_length"])
         self.lowest_return, self.best_return = float(state["lowest_return"]), float(state["best_return"])
+        self.held_out = int(state.get("held_out", 0))  # checkpoints from before the hold-out option
         self.buffer = None
         if state["buffer"] is not None:
             self.buffer = self._make_buffer(float(state["buffer"]["r_min"]), float(state["buffer"]["r_max"]))
             self.buffer.load_state_dict(state["buffer"])
 
 
-
-__all__ = ["HAND_SET_RANGES", "UDRLPG", "UDRLPGConfig"]
+__all__ = ["COMMAND_GROUPS", "HAND_SET_RANGES", "UDRLPG", "UDRLPGConfig"]

@@ -48,6 +48,21 @@ class _ReturnScale:
     def unscale(self, scaled) -> np.ndarray:
         return self.r_min + np.asarray(scaled, dtype=np.float64) * (self.r_max - self.r_min)
 
+    def _bins(self, returns, n: int) -> np.ndarray:
+        """Index of each raw return among ``n`` equal bins of scaled [0, 1] (``s == 1`` in the top bin)."""
+        s = self.scale(returns)
+        return np.where(s == 1.0, n - 1, np.floor(s * n).astype(np.int64))
+
+    def stored_returns(self) -> np.ndarray:
+        """Raw returns of the policies held now (N,)."""
+        raise NotImplementedError
+
+    def filled(self, returns) -> tuple[np.ndarray, np.ndarray]:
+        """For each raw return: its bucket index and whether that bucket holds a policy now ((N,), (N,))."""
+        k = np.atleast_1d(self.bucket_of(returns))
+        full = set(np.unique(self.bucket_of(self.stored_returns())).tolist()) if len(self) else set()
+        return k, np.array([int(i) in full for i in k], dtype=bool)
+
     @property
     def best_scaled(self) -> float:
         """Scaled best return seen (0 before any)."""
@@ -107,15 +122,21 @@ class BucketBuffer(_ReturnScale):
         return sum(len(b) for b in self.buckets.values())
 
     @property
+    def n_bins(self) -> int:
+        """Buckets over scaled [0, 1] (the name the FIFO ablation's reporting grid shares)."""
+        return self.n_buckets
+
+    @property
     def num_buckets(self) -> int:
         """Buckets in use by the geometry: ``n_buckets``, or more once returns went above the range."""
         return max(self.n_buckets, max(self.buckets, default=-1) + 1)
 
     def bucket_of(self, returns) -> np.ndarray:
         """Bucket index of each raw return (``s == 1`` belongs to the top bucket of [0, 1])."""
-        s = self.scale(returns)
-        k = np.floor(s * self.n_buckets).astype(np.int64)
-        return np.where(s == 1.0, self.n_buckets - 1, k)
+        return self._bins(returns, self.n_buckets)
+
+    def stored_returns(self) -> np.ndarray:
+        return np.array([e[1] for b in self.buckets.values() for e in b], dtype=np.float64)
 
     def add(self, thetas, returns) -> np.ndarray:
         """Offer policies ``thetas (N, P)`` with raw ``returns (N,)``; returns which were stored (N,)."""
@@ -198,18 +219,31 @@ class BucketBuffer(_ReturnScale):
 
 
 class FifoBuffer(_ReturnScale):
-    """The ablation: the newest ``size`` policies, each drawn uniformly (regions weighted by count)."""
+    """The ablation: the newest ``size`` policies, each drawn uniformly (regions weighted by count).
 
-    def __init__(self, r_min: float = 0.0, r_max: float = 1.0, size: int = 800, seed: int = 0):
+    n_bins: equal-width bins over scaled [0, 1] that ``bucket_of``/``filled`` report (sampling ignores them),
+    so the unseen-returns report reads a FIFO run on the same grid as a bucket run.
+    """
+
+    def __init__(self, r_min: float = 0.0, r_max: float = 1.0, size: int = 800, seed: int = 0,
+                 n_bins: int = 800):
         super().__init__(r_min, r_max, seed)
         if int(size) != size or size < 1:
             raise PolicygenError(f"FIFO buffer size must be an integer >= 1, got {size!r}")
-        self.size = int(size)
+        if int(n_bins) != n_bins or n_bins < 1:
+            raise PolicygenError(f"FIFO bin count must be an integer >= 1, got {n_bins!r}")
+        self.size, self.n_bins = int(size), int(n_bins)
         self.entries: list[tuple[int, float, torch.Tensor]] = []
         self.arrivals = 0
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def bucket_of(self, returns) -> np.ndarray:
+        return self._bins(returns, self.n_bins)
+
+    def stored_returns(self) -> np.ndarray:
+        return np.array([e[1] for e in self.entries], dtype=np.float64)
 
     def add(self, thetas, returns) -> np.ndarray:
         t, r = _as_batch(thetas, returns)
