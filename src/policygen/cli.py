@@ -89,13 +89,18 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from policygen.analysis.sweep import parse_commands, plot_sweep, seen_range, sweep, table
 
     loaded = load_run(a.run_dir)
-    commands = parse_commands(a.commands, seen_range(loaded))
-    result = sweep(loaded, commands, a.episodes, a.seed, a.backend)
-    plot = a.plot or str(Path(a.run_dir) / "sweep.png")
+    if a.unseen_report:
+        from policygen.analysis.unseen import default_commands, unseen_report, unseen_table
+
+        commands = parse_commands(a.commands, seen_range(loaded)) if a.commands else default_commands(loaded)
+        result = unseen_report(loaded, commands, a.episodes, a.seed, a.backend)
+    else:
+        result = sweep(loaded, parse_commands(a.commands, seen_range(loaded)), a.episodes, a.seed, a.backend)
+    plot = a.plot or str(Path(a.run_dir) / ("unseen.png" if a.unseen_report else "sweep.png"))
     plot_sweep(result, plot)
     result["plot"] = plot
     print(json.dumps(result, indent=2))
-    print(table(result), file=sys.stderr)
+    print(unseen_table(result) if a.unseen_report else table(result), file=sys.stderr)
     return 0
 
 
@@ -178,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--episodes", type=int, default=5, help="episodes per command (default 5)")
     w.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
     w.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
-    w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png)")
+    w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, RUN_DIR/unseen.png with --unseen-report)")
+    w.add_argument("--unseen-report", action="store_true",
+                   help="udrlpg runs: label each command seen bucket / never-filled bucket / above range / "
+                        "held-out band by the final buffer, and report error and Spearman per group (default "
+                        "commands: 25 from the lowest stored return to 0.2 x the stored range above the highest)")
     w.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("demo", help="the main job: train a generator, command it, print and plot")

@@ -81,6 +81,11 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
     return out
 
 
+GROUP_MARKERS = {"seen bucket": "o", "never-filled bucket": "s", "above range": "^", "below range": "v",
+                 "held-out band": "D"}
+"""Marker of each unseen-report command group (``UDRLPG.command_groups``)."""
+
+
 def plot_sweep(result: dict, path: str) -> None:
     """Commanded vs achieved return, with the identity line, the seen range and the evaluator's guess."""
     import matplotlib
@@ -94,7 +99,19 @@ def plot_sweep(result: dict, path: str) -> None:
     lo, hi = result["seen_range"]
     ax.axvspan(lo, hi, color="0.92", label="returns seen in training")
     ax.plot([c.min(), c.max()], [c.min(), c.max()], "k--", lw=1, label="achieved = commanded")
-    ax.errorbar(c, m, yerr=s, fmt="o-", ms=4, capsize=2, label=f"achieved (mean ± std, {result['episodes']} ep.)")
+    unseen = result.get("unseen")
+    if unseen is None:
+        ax.errorbar(c, m, yerr=s, fmt="o-", ms=4, capsize=2,
+                    label=f"achieved (mean ± std, {result['episodes']} ep.)")
+    else:  # the unseen-returns report: one marker per command group, the held-out band shaded
+        if unseen["holdout_band"]:
+            ax.axvspan(*unseen["holdout_band"], color="tab:red", alpha=0.12, label="held-out band")
+        ax.plot(c, m, "-", color="0.6", lw=0.8)
+        g = np.array(unseen["groups"])
+        for name, fmt in GROUP_MARKERS.items():
+            if (g == name).any():
+                ax.errorbar(c[g == name], m[g == name], yerr=s[g == name], fmt=fmt, ms=5, capsize=2,
+                            label=f"{name} ({(g == name).sum()})")
     if "evaluator_prediction" in result:
         ax.plot(c, result["evaluator_prediction"], "s", ms=3, alpha=0.7, label="evaluator V(G(c))")
     ax.set_xlabel(f"commanded return ({result['return_convention']})")
