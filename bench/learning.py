@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PG = str(ROOT / ".venv" / "bin" / "policygen")
+PG = [sys.executable, "-m", "policygen.cli"]
+"""The policygen of the Python running this script (a git worktree without its own .venv sets PYTHONPATH)."""
 
 
 def machine() -> str:
@@ -47,9 +48,14 @@ def summarise(run: Path, threshold: float | None) -> dict:
     return {"run": str(run), "seed": summary["seed"], "env_steps": summary["env_steps"],
             "wall_s": summary["wall_s"], "final_eval": summary["final_eval_return"],
             "best_eval": max(e for _, _, e in evals) if evals else None,
+            "last20_eval_mean": summary.get("last20_eval_mean"), "last20_eval_count": summary.get("last20_eval_count"),
             "first_at_threshold": None if first is None else {"env_steps": first[0], "wall_s": first[1]},
             "evals_at_threshold_after_first": None if first is None else
             f"{sum(e >= threshold for e in after)}/{len(after)}"}
+
+
+def last20(r: dict) -> str:
+    return "-" if r["last20_eval_mean"] is None else f"{r['last20_eval_mean']:.1f} ({r['last20_eval_count']})"
 
 
 def main() -> int:
@@ -69,12 +75,12 @@ def main() -> int:
     results, commands = [], []
     for seed in [int(s) for s in a.seeds.split(",")]:
         run = Path(a.root) / f"{a.algo}{'-' + a.preset if a.preset else ''}-{a.env}-s{seed}"
-        cmd = [PG, "train", a.algo, "--env", a.env, "--steps", str(a.steps), "--seed", str(seed),
+        cmd = [*PG, "train", a.algo, "--env", a.env, "--steps", str(a.steps), "--seed", str(seed),
                "--eval-every", str(a.eval_every), "--eval-episodes", str(a.eval_episodes), "--out", str(run),
                "--quiet"] + (["--preset", a.preset] if a.preset else []) + [x for kv in a.set for x in ("--set", kv)]
-        commands.append(shlex.join(cmd[1:]).replace(str(ROOT) + "/", ""))
+        commands.append(shlex.join(cmd[len(PG):]).replace(str(ROOT) + "/", ""))
         if not (run / "summary.json").exists():
-            resume = [PG, "train", "--resume", str(run), "--quiet"] if (run / "config.json").exists() else cmd
+            resume = [*PG, "train", "--resume", str(run), "--quiet"] if (run / "config.json").exists() else cmd
             print("+", shlex.join(resume), file=sys.stderr, flush=True)
             subprocess.run(resume, check=True)
         results.append(summarise(run, a.threshold))
@@ -89,12 +95,13 @@ def main() -> int:
              f"{meta['load_average_at_end'][0]:.1f}. Re-run: `python bench/learning.py "
              f"{shlex.join(sys.argv[1:])}`", "",
              f"| seed | first eval >= {a.threshold} (env steps / wall) | evals >= threshold after it | final eval "
-             "| best eval | env steps | wall |", "|---:|---|---|---:|---:|---:|---:|"]
+             "| last-20 eval mean (n) | best eval | env steps | wall |", "|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
         f = r["first_at_threshold"]
         first = "never" if f is None else "{:,} / {:.0f} s".format(f["env_steps"], f["wall_s"])
         lines.append(f"| {r['seed']} | {first} | "
-                     f"{r['evals_at_threshold_after_first'] or '-'} | {r['final_eval']:.1f} | {r['best_eval']:.1f} | "
+                     f"{r['evals_at_threshold_after_first'] or '-'} | {r['final_eval']:.1f} | {last20(r)} | "
+                     f"{r['best_eval']:.1f} | "
                      f"{r['env_steps']:,} | {r['wall_s']:.0f} s |")
     Path(a.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -12,7 +12,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,11 @@ class _Loop:
     failures: int = 0
     metric_rows: int = 0
     last_eval: dict | None = None
+    recent_evals: list = field(default_factory=list)
+    """Returns of the last ``LAST_EVALS`` evaluations (the paper's "last returns" average)."""
+
+
+LAST_EVALS = 20
 
 
 def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
@@ -131,6 +136,7 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
             if engine.env_steps >= loop.next_eval or engine.env_steps >= rc.steps:
                 loop.last_eval = evaluate_algo(algo, engine, rc.eval_episodes)
                 loop.best_eval = max(loop.best_eval, loop.last_eval["eval_return"])
+                loop.recent_evals = [*loop.recent_evals, loop.last_eval["eval_return"]][-LAST_EVALS:]
                 row.update(loop.last_eval)
                 while loop.next_eval <= engine.env_steps:
                     loop.next_eval += rc.eval_every
@@ -153,6 +159,8 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         "final_eval_return": ev.get("eval_return"), "final_eval_return_std": ev.get("eval_return_std"),
         "final_eval_command": ev.get("eval_command"),
         "best_eval_return": loop.best_eval if ev else None, "failures": loop.failures,
+        "last20_eval_mean": float(np.mean(loop.recent_evals)) if loop.recent_evals else None,
+        "last20_eval_count": len(loop.recent_evals),
         "return_convention": algo.return_convention, "versions": versions(), "commit": git_commit(),
     })
     return run
