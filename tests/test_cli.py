@@ -26,6 +26,10 @@ def run_cli(capsys, *argv):
     (["train", "ars", "--env", "Hopper-v5", "--backend", "cuda"], "backend 'cuda' is not one of"),
     (["evaluate", "/nonexistent/run"], "no such run directory or policy file"),
     (["sweep", "/nonexistent/run"], "no such run directory"),
+    (["train", "udrlpg", "--env", "InvertedPendulum-v5", "--set", "holdout_band=0.6,0.4"],
+     "holdout_band must be empty or two fractions 0 <= lo < hi <= 1 (e.g. 0.4,0.6), got (0.6, 0.4)"),
+    (["train", "udrlpg", "--env", "InvertedPendulum-v5", "--set", "holdout_band=0.4,0.6"],
+     "holdout_band (0.4, 0.6) needs a fixed return range: set return_range=MIN,MAX"),
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path / "r")] if argv[0] == "train" else []))
@@ -47,6 +51,8 @@ def test_train_evaluate_and_refusals_on_a_real_run(capsys, tmp_path):
     assert code == 2 and "already exists" in err
     code, _, err = run_cli(capsys, "generate", out_dir, "--command", "10", "--out", str(tmp_path / "p.pt"))
     assert code == 2 and "not a generator" in err
+    code, _, err = run_cli(capsys, "sweep", out_dir, "--unseen-report")
+    assert code == 2 and "needs a return-bucketed buffer (udrlpg runs); ars has none" in err
     code, _, err = run_cli(capsys, "train", "--resume", out_dir)
     assert code == 2 and "already complete" in err
 
@@ -65,8 +71,8 @@ def test_policy_file_for_another_env_is_refused(capsys, tmp_path):
 
 def test_demo_trains_commands_tables_and_plots(capsys, tmp_path):
     out_dir = tmp_path / "demo"
-    code, out, err = run_cli(capsys, "demo", "--algo", "gogepo", "--steps", "1500", "--n-commands", "3", "--episodes", "2",
-                             "--out", str(out_dir))
+    code, out, err = run_cli(capsys, "demo", "--algo", "gogepo", "--steps", "1500", "--n-commands", "3",
+                             "--episodes", "2", "--out", str(out_dir))
     assert code == 0, err
     assert "commanded vs achieved return" in out
     table_rows = [line for line in out.splitlines() if line.strip()[:1].isdigit() or line.strip()[:1] == "-"]
