@@ -332,15 +332,16 @@ class UDRLPG(Algorithm):
         """Label each raw command by what the final buffer holds there, one of ``COMMAND_GROUPS``.
 
         ``held-out band`` wins over the rest; then ``below range`` / ``above range`` (outside the stored
-        returns); inside, ``seen bucket`` if the command's bucket holds a policy, else ``never-filled bucket``.
+        returns); inside, ``seen bucket`` if the command's bucket holds a policy, else ``never-filled bucket``
+        (bucket buffers never empty a bucket, so empty now means never filled; with ``buffer=fifo`` it means
+        empty at the end, on a grid of ``n_buckets`` equal bins).
         """
         c = np.atleast_1d(np.asarray(commands, dtype=np.float64))
         lo, hi = self.stored_return_range()
         _, filled = self.buffer.filled(c)
-        band = self.in_holdout_band(c)
-        return [COMMAND_GROUPS[4] if b else COMMAND_GROUPS[3] if x < lo else COMMAND_GROUPS[2] if x > hi
-                else COMMAND_GROUPS[0] if f else COMMAND_GROUPS[1]
-                for x, f, b in zip(c.tolist(), filled.tolist(), band.tolist(), strict=True)]
+        seen, never, above, below, band = COMMAND_GROUPS
+        return np.select([self.in_holdout_band(c), c < lo, c > hi, filled], [band, below, above, seen],
+                         never).tolist()
 
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
