@@ -65,8 +65,8 @@ def test_policy_file_for_another_env_is_refused(capsys, tmp_path):
 
 def test_demo_trains_commands_tables_and_plots(capsys, tmp_path):
     out_dir = tmp_path / "demo"
-    code, out, err = run_cli(capsys, "demo", "--algo", "gogepo", "--steps", "1500", "--n-commands", "3", "--episodes", "2",
-                             "--out", str(out_dir))
+    code, out, err = run_cli(capsys, "demo", "--algo", "gogepo", "--steps", "1500", "--n-commands", "3",
+                             "--episodes", "2", "--out", str(out_dir))
     assert code == 0, err
     assert "commanded vs achieved return" in out
     table_rows = [line for line in out.splitlines() if line.strip()[:1].isdigit() or line.strip()[:1] == "-"]
