@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("demo", help="the main job: train a generator, command it, print and plot")
-    d.add_argument("--algo", default="udrlpg", help="generator to train: udrlpg (default) or gogepo")
+    d.add_argument("--algo", default="gogepo", help="generator to train: gogepo (default) or udrlpg")
     d.add_argument("--env", default="InvertedPendulum-v5", help="MuJoCo task (default InvertedPendulum-v5)")
     d.add_argument("--steps", type=int, default=100_000, help="env steps (default 100000)")
     d.add_argument("--seed", type=int, default=0)
