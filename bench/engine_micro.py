@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def main() -> int:
     torch.set_num_threads(1)
     out: dict = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
                  "commit": commit(), "command": "python bench/engine_micro.py " + " ".join(sys.argv[1:]),
-                 "env": a.env}
+                 "env": a.env, "load_average_before": os.getloadavg()}
     w = torch.randn(64, 256, 256)
     x = torch.randn(64, 256, 1)
     wn, xn = w.numpy(), x.numpy()
@@ -80,6 +81,7 @@ def main() -> int:
             n += 64
         cache[mode] = t_step / n * 1e6
     out["envpool_step_us_per_env_step"] = cache
+    out["load_average_after"] = os.getloadavg()  # on 2 cores, above ~1 means another job shared them
     print(json.dumps(out, indent=2))
     return 0
 
