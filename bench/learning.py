@@ -58,6 +58,13 @@ def last20(r: dict) -> str:
     return "-" if r["last20_eval_mean"] is None else f"{r['last20_eval_mean']:.1f} ({r['last20_eval_count']})"
 
 
+def calibration(r: dict) -> str:
+    c = r.get("calibration")
+    if not c or c["spearman"] is None:
+        return "-"
+    return f"{c['spearman']:.2f} / {100 * c['mae_frac']:.0f}%"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", required=True)
@@ -69,6 +76,8 @@ def main() -> int:
     p.add_argument("--threshold", type=float)
     p.add_argument("--preset")
     p.add_argument("--set", action="append", default=[], help="KEY=VALUE passed to policygen train")
+    p.add_argument("--sweep", action="store_true",
+                   help="after each run: 21 commands over the seen range, 5 episodes each (calibration)")
     p.add_argument("--root", default="runs/bench", help="where the run directories go")
     p.add_argument("--out", required=True, help="results path without extension (.json and .md written)")
     a = p.parse_args()
@@ -84,6 +93,12 @@ def main() -> int:
             print("+", shlex.join(resume), file=sys.stderr, flush=True)
             subprocess.run(resume, check=True)
         results.append(summarise(run, a.threshold))
+        if a.sweep:
+            out = subprocess.run([*PG, "sweep", str(run), "--episodes", "5"], capture_output=True, text=True,
+                                 check=True)
+            sw = json.loads(out.stdout)
+            results[-1]["calibration"] = {"spearman": sw["spearman"], "mae_frac": sw["mae_frac"],
+                                          "seen_range": sw["seen_range"], "plot": sw["plot"]}
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     meta = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
             "commit": commit(), "load_average_at_end": os.getloadavg(), "algo": a.algo, "env": a.env,
@@ -95,14 +110,14 @@ def main() -> int:
              f"{meta['load_average_at_end'][0]:.1f}. Re-run: `python bench/learning.py "
              f"{shlex.join(sys.argv[1:])}`", "",
              f"| seed | first eval >= {a.threshold} (env steps / wall) | evals >= threshold after it | final eval "
-             "| last-20 eval mean (n) | best eval | env steps | wall |", "|---:|---|---|---:|---:|---:|---:|---:|"]
+             "| last-20 eval mean (n) | best eval | env steps | wall | calibration: Spearman / MAE % of range |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
         f = r["first_at_threshold"]
         first = "never" if f is None else "{:,} / {:.0f} s".format(f["env_steps"], f["wall_s"])
         lines.append(f"| {r['seed']} | {first} | "
                      f"{r['evals_at_threshold_after_first'] or '-'} | {r['final_eval']:.1f} | {last20(r)} | "
-                     f"{r['best_eval']:.1f} | "
-                     f"{r['env_steps']:,} | {r['wall_s']:.0f} s |")
+                     f"{r['best_eval']:.1f} | {r['env_steps']:,} | {r['wall_s']:.0f} s | {calibration(r)} |")
     Path(a.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

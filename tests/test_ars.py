@@ -53,6 +53,16 @@ def test_same_seed_same_numbers(tmp_path):
     assert _rows(a) != _rows(c)
 
 
+def test_evaluation_frequency_does_not_change_training(tmp_path):
+    train_cols = ("env_steps", "iteration", "train_return_mean", "train_return_max", "best_train_return")
+    often = start_run("ars", _ip(steps=6000), str(tmp_path / "often"), quiet=True)
+    rare = _ip(steps=6000)
+    rare.eval_every = 10**6
+    rare = start_run("ars", rare, str(tmp_path / "rare"), quiet=True)
+    assert [[r[k] for k in train_cols] for r in _rows(often)] == [[r[k] for k in train_cols] for r in _rows(rare)]
+    assert sum(bool(r["eval_return"]) for r in _rows(often)) > sum(bool(r["eval_return"]) for r in _rows(rare))
+
+
 @pytest.mark.parametrize("backend", ["gymnasium", "envpool"])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, backend):
     if backend == "envpool":

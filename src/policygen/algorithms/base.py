@@ -37,6 +37,10 @@ class RunConfig:
     """Checkpoint every this many iterations (and at the end); a killed run resumes from the last one."""
     env_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for the environment constructor."""
+    torch_threads: int = 1
+    """Threads of torch's own pool for the learning updates (0: torch's default). One, because the other
+    core steps the physics: on this 2-core machine two torch threads made GoGePo's generator step 1.4-12x
+    slower (12x when another job shared the cores; bench/results/gogepo-cost.md)."""
 
 
 class Algorithm:

@@ -46,8 +46,10 @@ def git_commit() -> str | None:
         return None
 
 
-def _reseed(seed: int, iteration: int) -> int:
-    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] % (2**31 - 1))
+def _reseed(seed: int, iteration: int, stream: int = 0) -> int:
+    """Env seed for (run seed, iteration); stream 1 is the evaluation environments'."""
+    key = [seed, iteration] if stream == 0 else [seed, iteration, stream]  # stream 0 keeps older runs' seeds
+    return int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31 - 1))
 
 
 def build(algo_name: str, run_cfg: RunConfig, preset: str | None, overrides: dict[str, str] | None):
@@ -113,9 +115,19 @@ LAST_EVALS = 20
 
 def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
            quiet: bool) -> RunDir:
+    if rc.torch_threads < 0:
+        raise PolicygenError(f"torch_threads must be >= 0 (0: torch's default), got {rc.torch_threads}")
+    if rc.torch_threads > 0:
+        torch.set_num_threads(rc.torch_threads)
     engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, backend=rc.backend, seed=rc.seed,
                            return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
                            normalize_obs=getattr(algo, "normalize_obs", True))
+    # evaluation has its own environments, reseeded per evaluation: how often a run evaluates must not
+    # change what it trains on (shared slots would hand training episodes other initial states)
+    eval_engine = RolloutEngine(rc.env_id, algo.spec, num_envs=max(1, min(rc.eval_episodes, 16)),
+                                backend=rc.backend, seed=rc.seed, return_convention=algo.return_convention,
+                                env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True))
+    eval_engine.obs_stats = engine.obs_stats  # the same object: evaluations use the current statistics
     loop = _Loop(next_eval=rc.eval_every)
     if state is not None:
         algo.load_state_dict(state["algo"])
@@ -134,7 +146,8 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
             loop.failures += int(m.get("failures") or 0)
             row = {"env_steps": engine.env_steps, "iteration": loop.iteration, **m, "failures": loop.failures}
             if engine.env_steps >= loop.next_eval or engine.env_steps >= rc.steps:
-                loop.last_eval = evaluate_algo(algo, engine, rc.eval_episodes)
+                eval_engine.reseed(_reseed(rc.seed, loop.iteration, stream=1))
+                loop.last_eval = evaluate_algo(algo, eval_engine, rc.eval_episodes)
                 loop.best_eval = max(loop.best_eval, loop.last_eval["eval_return"])
                 loop.recent_evals = [*loop.recent_evals, loop.last_eval["eval_return"]][-LAST_EVALS:]
                 row.update(loop.last_eval)
@@ -150,6 +163,7 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     finally:
         bar.close()
         engine.close()
+        eval_engine.close()
     loop.wall_s = time.perf_counter() - t0
     _checkpoint(run, algo, engine, loop)
     cfg, ev = run.config, loop.last_eval or {}

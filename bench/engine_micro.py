@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Microbenchmarks behind the engine's design and its EnvPool ratio (README, "Rollout engine"):
+
+1. one 256x256 layer of 64 different policies on one observation each: torch.bmm vs numpy matmul (BLAS gemv);
+2. EnvPool's cost per `step` call against the number of slots stepped (its fixed per-call latency);
+3. a raw EnvPool step with and without the policies' forward between steps (the forward's cache footprint).
+
+Usage: python bench/engine_micro.py [--env Hopper-v5] > bench/results/engine-micro.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning import commit, machine  # noqa: E402
+
+from policygen.envs.make import env_info  # noqa: E402
+from policygen.policies.flat_mlp import MLPSpec, act_numpy, init_thetas  # noqa: E402
+
+
+def per_call_us(f, seconds: float = 1.0) -> float:
+    for _ in range(10):
+        f()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        f()
+        n += 1
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--env", default="Hopper-v5")
+    a = ap.parse_args()
+    import envpool
+
+    torch.set_num_threads(1)
+    out: dict = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
+                 "commit": commit(), "command": "python bench/engine_micro.py " + " ".join(sys.argv[1:]),
+                 "env": a.env, "load_average_before": os.getloadavg()}
+    w = torch.randn(64, 256, 256)
+    x = torch.randn(64, 256, 1)
+    wn, xn = w.numpy(), x.numpy()
+    out["layer_256x256_64_policies_us"] = {"torch_bmm": per_call_us(lambda: torch.bmm(w, x)),
+                                           "numpy_matmul": per_call_us(lambda: np.matmul(wn, xn))}
+
+    info = env_info(a.env)
+    pool = envpool.make(a.env, env_type="gymnasium", num_envs=64, batch_size=64, num_threads=2, seed=0)
+    obs, _ = pool.reset()
+    rng = np.random.default_rng(0)
+    high = np.asarray(info.action_high, dtype=np.float32)
+    out["envpool_step_call_us_by_slots"] = {}
+    for n in (64, 32, 8, 2, 1):
+        ids = np.arange(n)
+        out["envpool_step_call_us_by_slots"][n] = per_call_us(
+            lambda ids=ids: pool.step(rng.uniform(-high, high, (len(ids), info.act_dim)).astype(np.float32), ids), 2)
+
+    spec = MLPSpec(info.obs_dim, info.act_dim, (256, 256), action_high=info.action_high)
+    rows = init_thetas(spec, 64, torch.Generator().manual_seed(0)).numpy()
+    ids = np.arange(64)
+    cache = {}
+    for mode in ("random actions", "random actions + forward between steps"):
+        t_step, n, t0 = 0.0, 0, time.perf_counter()
+        while time.perf_counter() - t0 < 4:
+            if mode.endswith("steps"):
+                act_numpy(spec, rows, obs.astype(np.float32))
+            actions = rng.uniform(-high, high, (64, info.act_dim)).astype(np.float32)
+            t = time.perf_counter()
+            obs = pool.step(actions, ids)[0]
+            t_step += time.perf_counter() - t
+            n += 64
+        cache[mode] = t_step / n * 1e6
+    out["envpool_step_us_per_env_step"] = cache
+    out["load_average_after"] = os.getloadavg()  # on 2 cores, above ~1 means another job shared them
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
