@@ -65,7 +65,8 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
     span = float(commands.max() - commands.min()) if len(commands) > 1 else 1.0
     out = {
         "run_dir": str(loaded.run.path), "env_id": rc.env_id, "algorithm": loaded.run.config["algorithm"],
-        "return_convention": algo.return_convention, "episodes": episodes, "seed": seed,
+        "return_convention": algo.return_convention, "survival_bonus_removed": bonus,
+        "episodes": episodes, "seed": seed,
         "seen_range": list(seen),
         "commands": [float(c) for c in commands],
         "achieved_mean": [float(a) for a in achieved],
@@ -114,7 +115,9 @@ def plot_sweep(result: dict, path: str) -> None:
                             label=f"{name} ({(g == name).sum()})")
     if "evaluator_prediction" in result:
         ax.plot(c, result["evaluator_prediction"], "s", ms=3, alpha=0.7, label="evaluator V(G(c))")
-    ax.set_xlabel(f"commanded return ({result['return_convention']})")
+    removed = result.get("survival_bonus_removed", 0.0)
+    # a no_survival_bonus run on an env without a bonus uses the standard return: say that, not the setting
+    ax.set_xlabel("commanded return" + (f" (survival bonus {removed:g}/step removed)" if removed else ""))
     ax.set_ylabel("achieved return")
     rho = result.get("spearman")
     ax.set_title(f"{result['algorithm']} on {result['env_id']}"
