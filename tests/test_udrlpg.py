@@ -7,7 +7,6 @@ import csv
 import numpy as np
 import pytest
 import torch
-from scipy.stats import spearmanr
 
 from policygen.algorithms.base import RunConfig, make_config
 from policygen.algorithms.trainer import resume_run, start_run
@@ -217,6 +216,10 @@ def test_learns_inverted_pendulum_and_follows_commands(tmp_path):
                            return_convention=algo.return_convention)
     engine.obs_stats.load_state_dict(state["obs_stats"])
     achieved = engine.evaluate(algo.generate(commands), episodes=3, count_steps=False).train_returns
-    rho = spearmanr(commands, achieved).statistic
-    assert rho >= 0.7, (commands, achieved)
+    # "rises with the command": the top commands beat the bottom ones by a large part of the range, and no
+    # higher command does clearly worse than a lower one. Not a rank correlation: InvertedPendulum's
+    # returns are nearly bimodal, so a run's sweep is often a step (about 45 up to some command, then 1000),
+    # and ranks inside the plateau measure the +-2 noise of policies that all fall within 50 steps.
     assert achieved[-2:].mean() - achieved[:2].mean() >= 0.4 * (hi - lo), (commands, achieved)
+    worst_drop = max(achieved[i] - achieved[j] for i in range(len(achieved)) for j in range(i + 1, len(achieved)))
+    assert worst_drop <= 0.05 * (hi - lo), (commands, achieved)
