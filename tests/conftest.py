@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -40,6 +42,40 @@ def stub_length(a: float) -> int:
     return 5 + int(round(5 * (a + 1)))
 
 
+class FaultyEnv(StubEnv):
+    """The stub, misbehaving at step ``at_step`` of some episodes: ``fault`` is ``raise``, ``nan_obs``,
+    ``inf_reward`` or ``hang`` (sleeps ``hang_s``). Which episodes: those whose first action is above
+    ``above`` (engine tests pick the failing policies), or a share ``p`` of episodes drawn from the
+    episode's seed (training tests)."""
+
+    def __init__(self, fault: str = "raise", at_step: int = 3, above: float | None = 0.5, p: float = 0.0,
+                 hang_s: float = 30.0):
+        super().__init__()
+        self.fault, self.at_step, self.above, self.p, self.hang_s = fault, at_step, above, p, hang_s
+        self.spoil = False
+
+    def reset(self, *, seed=None, options=None):
+        out = super().reset(seed=seed, options=options)
+        self.spoil = self.above is None and bool(self.np_random.random() < self.p)
+        return out
+
+    def step(self, action):
+        if self.t == 0 and self.above is not None:
+            self.spoil = float(action[0]) > self.above
+        obs, r, term, trunc, info = super().step(action)
+        if self.spoil and self.t == self.at_step:
+            if self.fault == "raise":
+                raise RuntimeError("simulated physics blow-up")
+            if self.fault == "hang":
+                time.sleep(self.hang_s)
+            if self.fault == "nan_obs":
+                obs = obs.copy()
+                obs[0] = np.nan
+            if self.fault == "inf_reward":
+                r = float("inf")
+        return obs, r, term, trunc, info
+
+
 class ImageEnv(StubEnv):
     def __init__(self):
         super().__init__()
@@ -51,6 +87,7 @@ def _register():
         return
     gym.register("policygen-tests/Stub-v0", entry_point=StubEnv, max_episode_steps=12)
     gym.register("policygen-tests/Image-v0", entry_point=ImageEnv, max_episode_steps=12)
+    gym.register("policygen-tests/Faulty-v0", entry_point=FaultyEnv, max_episode_steps=12)
 
 
 _register()

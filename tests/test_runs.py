@@ -64,7 +64,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files.os, "fsync", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(PolicygenError, match=r"cannot write .*f\.bin: No space left on device; nothing written"):
         atomic_write_bytes(p, b"new" * 1000)
     assert p.read_bytes() == b"old"
     assert [f.name for f in tmp_path.iterdir()] == ["f.bin"]  # no temporary left behind

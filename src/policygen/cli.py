@@ -21,6 +21,17 @@ def _kv(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _json_arg(flag: str, text: str | None) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as e:
+        raise PolicygenError(f"{flag} takes a JSON object, e.g. '{{\"reset_noise_scale\": 0}}'; got {text!r} "
+                             f"({e})") from None
+    if not isinstance(value, dict):
+        raise PolicygenError(f"{flag} takes a JSON object, got {text!r}")
+    return value
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from policygen.algorithms.base import RunConfig
     from policygen.algorithms.trainer import resume_run, start_run
@@ -33,8 +44,8 @@ def cmd_train(a: argparse.Namespace) -> int:
             raise PolicygenError("train needs ALGO and --env ENV_ID (or --resume RUN_DIR)")
         rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, backend=a.backend, num_envs=a.num_envs,
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
-                       checkpoint_every=a.checkpoint_every, env_kwargs=json.loads(a.env_kwargs or "{}"),
-                       torch_threads=a.torch_threads)
+                       checkpoint_every=a.checkpoint_every, env_kwargs=_json_arg("--env-kwargs", a.env_kwargs),
+                       torch_threads=a.torch_threads, max_failures=a.max_failures, step_timeout=a.step_timeout)
         out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
         run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
                         progress=progress, quiet=a.quiet)
@@ -157,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, help="evaluate every N env steps (default steps/20)")
     t.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
     t.add_argument("--checkpoint-every", type=int, default=20, help="checkpoint every N iterations (default 20)")
+    t.add_argument("--max-failures", type=int, default=100,
+                   help="episodes the env may spoil (raise, NaN/inf, hang) before the run stops (default 100)")
+    t.add_argument("--step-timeout", type=float, default=60.0,
+                   help="seconds an env step may take before it counts as hung (Gymnasium backend; 0: off)")
     t.add_argument("--env-kwargs", help='JSON keyword arguments for the env, e.g. \'{"reset_noise_scale": 0}\'')
     t.add_argument("--out", help="run directory (default runs/ALGO-ENV-sSEED)")
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")

@@ -37,6 +37,11 @@ class RunConfig:
     """Checkpoint every this many iterations (and at the end); a killed run resumes from the last one."""
     env_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for the environment constructor."""
+    max_failures: int = 100
+    """Episodes an environment may spoil (exception, NaN or inf, a hang) before the run stops with an error;
+    each is marked failed, kept out of buffers and statistics, and counted in metrics.csv's ``failures``."""
+    step_timeout: float = 60.0
+    """Seconds one environment step may take before it counts as hung (Gymnasium backend; 0: no limit)."""
     torch_threads: int = 1
     """Threads of torch's own pool for the learning updates (0: torch's default). One, because the other
     core steps the physics: on this 2-core machine two torch threads made GoGePo's generator step 1.4-12x

@@ -22,7 +22,7 @@ import policygen
 from policygen.algorithms.base import Algorithm, RunConfig, make_config
 from policygen.algorithms.registry import get_algorithm
 from policygen.envs.make import env_info
-from policygen.errors import PolicygenError
+from policygen.errors import EnvFault, PolicygenError
 from policygen.rollout.engine import RolloutEngine
 from policygen.runs.rundir import RunDir
 
@@ -119,14 +119,15 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         raise PolicygenError(f"torch_threads must be >= 0 (0: torch's default), got {rc.torch_threads}")
     if rc.torch_threads > 0:
         torch.set_num_threads(rc.torch_threads)
-    engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, backend=rc.backend, seed=rc.seed,
-                           return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
-                           normalize_obs=getattr(algo, "normalize_obs", True))
+    if rc.max_failures < 0:
+        raise PolicygenError(f"max_failures must be >= 0, got {rc.max_failures}")
+    common = dict(backend=rc.backend, seed=rc.seed, return_convention=algo.return_convention,
+                  env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True),
+                  tolerate_faults=True, step_timeout=rc.step_timeout)
+    engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, **common)
     # evaluation has its own environments, reseeded per evaluation: how often a run evaluates must not
     # change what it trains on (shared slots would hand training episodes other initial states)
-    eval_engine = RolloutEngine(rc.env_id, algo.spec, num_envs=max(1, min(rc.eval_episodes, 16)),
-                                backend=rc.backend, seed=rc.seed, return_convention=algo.return_convention,
-                                env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True))
+    eval_engine = RolloutEngine(rc.env_id, algo.spec, num_envs=max(1, min(rc.eval_episodes, 16)), **common)
     eval_engine.obs_stats = engine.obs_stats  # the same object: evaluations use the current statistics
     loop = _Loop(next_eval=rc.eval_every)
     if state is not None:
@@ -134,6 +135,7 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         engine.obs_stats.load_state_dict(state["obs_stats"])
         engine.env_steps = int(state["env_steps"])
         loop = _Loop(**state["loop"])
+    failures_before = loop.failures  # the engines count this process's failures
     run.write_metrics(run.read_metrics()[: loop.metric_rows])  # drop rows logged after the checkpoint
     engine.reseed(_reseed(rc.seed, loop.iteration))
     run.set_status("running")
@@ -143,16 +145,24 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         while engine.env_steps < rc.steps:
             m = algo.iterate(engine)
             loop.iteration += 1
-            loop.failures += int(m.get("failures") or 0)
-            row = {"env_steps": engine.env_steps, "iteration": loop.iteration, **m, "failures": loop.failures}
+            row = {"env_steps": engine.env_steps, "iteration": loop.iteration, **m}
             if engine.env_steps >= loop.next_eval or engine.env_steps >= rc.steps:
                 eval_engine.reseed(_reseed(rc.seed, loop.iteration, stream=1))
-                loop.last_eval = evaluate_algo(algo, eval_engine, rc.eval_episodes)
-                loop.best_eval = max(loop.best_eval, loop.last_eval["eval_return"])
-                loop.recent_evals = [*loop.recent_evals, loop.last_eval["eval_return"]][-LAST_EVALS:]
-                row.update(loop.last_eval)
+                ev = evaluate_algo(algo, eval_engine, rc.eval_episodes)
+                if math.isfinite(ev["eval_return"]):  # every evaluation episode failed: nothing to record
+                    loop.last_eval = ev
+                    loop.best_eval = max(loop.best_eval, ev["eval_return"])
+                    loop.recent_evals = [*loop.recent_evals, ev["eval_return"]][-LAST_EVALS:]
+                row.update(ev)
                 while loop.next_eval <= engine.env_steps:
                     loop.next_eval += rc.eval_every
+            loop.failures = failures_before + engine.failures + eval_engine.failures
+            row["failures"] = loop.failures
+            if loop.failures > rc.max_failures:
+                run.set_status("stopped", reason="failures")
+                raise EnvFault(f"{loop.failures} episodes failed, over max_failures={rc.max_failures}; the last: "
+                               f"{engine.last_fault or eval_engine.last_fault}. Nothing was stored from them; "
+                               f"the run stopped and resumes from its last checkpoint with --resume {run.path}")
             row["wall_s"] = loop.wall_s = time.perf_counter() - t0
             run.append_metrics(row)
             loop.metric_rows += 1
@@ -183,7 +193,9 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
 def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict:
     theta, command = algo.eval_policy()
     res = engine.evaluate(theta.unsqueeze(0), episodes=1 if episodes < 1 else episodes, count_steps=False)
-    rets = res.episode_returns
+    rets = res.episode_returns[np.isfinite(res.episode_returns)]  # failed episodes are NaN
+    if not len(rets):
+        return {"eval_return": math.nan, "eval_return_std": math.nan, "eval_command": command}
     return {"eval_return": float(np.mean(rets)), "eval_return_std": float(np.std(rets)),
             "eval_command": command}
 

@@ -8,10 +8,13 @@ dummy action and takes the returned observation as the episode's first, which sa
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import numpy as np
 
 from policygen.envs.make import check_env_id, make_gymnasium
-from policygen.errors import PolicygenError
+from policygen.errors import EnvFault, PolicygenError
 
 BACKENDS = ("auto", "envpool", "gymnasium")
 
@@ -36,32 +39,79 @@ def resolve_backend(name: str, env_id: str) -> str:
     return name
 
 
+class _StepTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _StepTimeout
+
+
 class GymnasiumBackend:
-    """A list of Gymnasium envs stepped in this process; each new episode is seeded from ``seed``."""
+    """A list of Gymnasium envs stepped in this process; each new episode is seeded from ``seed``.
+
+    An env that raises, or that hangs (a step call of the listed slots lasting over ``step_timeout``
+    seconds, 0: no limit; the env running then is the hung one; SIGALRM, so only in the main thread and
+    only where the env's code returns to Python), does not stop the others: ``errors`` names the slot and
+    what happened, its reward is NaN and its episode ends. Its next reset rebuilds the env if resetting it
+    fails.
+    """
 
     lazy_reset = False
 
     def __init__(self, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, step_timeout: float = 0.0):
+        self.env_id, self.env_kwargs = env_id, env_kwargs
         self.envs = [make_gymnasium(env_id, env_kwargs) for _ in range(num_envs)]
         self.num_envs = num_envs
         self.rng = np.random.default_rng(seed)
         for i, e in enumerate(self.envs):
             e.action_space.seed(seed + i)
+        self.obs_dim = self.envs[0].observation_space.shape[0]
+        self.step_timeout = step_timeout if threading.current_thread() is threading.main_thread() else 0.0
+        self.errors: dict[int, str] = {}
 
     def reset(self, ids: np.ndarray) -> np.ndarray:
         seeds = self.rng.integers(0, 2**31 - 1, size=len(ids))
-        return np.stack([self.envs[i].reset(seed=int(s))[0] for i, s in zip(ids, seeds, strict=True)])
+        return np.stack([self._reset_one(int(i), int(s)) for i, s in zip(ids, seeds, strict=True)])
+
+    def _reset_one(self, i: int, seed: int) -> np.ndarray:
+        try:
+            return self.envs[i].reset(seed=seed)[0]
+        except Exception:  # a faulted env may be left broken: build a fresh one, and give up if that fails
+            self.envs[i] = make_gymnasium(self.env_id, self.env_kwargs)
+            try:
+                return self.envs[i].reset(seed=seed)[0]
+            except Exception as e:
+                raise EnvFault(f"{self.env_id} raised {type(e).__name__} on reset, also when rebuilt: {e}") from None
 
     def step(self, ids: np.ndarray, actions: np.ndarray):
         n = len(ids)
-        obs = np.empty((n, self.envs[0].observation_space.shape[0]))
+        obs = np.zeros((n, self.obs_dim))
         rew = np.empty(n)
         term = np.empty(n, dtype=bool)
-        trunc = np.empty(n, dtype=bool)
-        for k, i in enumerate(ids):
-            o, r, te, tr, _ = self.envs[i].step(actions[k])
-            obs[k], rew[k], term[k], trunc[k] = o, r, te, tr
+        trunc = np.zeros(n, dtype=bool)
+        self.errors = {}
+        timed = self.step_timeout > 0
+        if timed:
+            previous = signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.step_timeout)  # one timer for the call: the env
+        try:                                                         # running when it fires is the slow one
+            for k, i in enumerate(ids):
+                try:
+                    o, r, te, tr, _ = self.envs[i].step(actions[k])
+                    obs[k], rew[k], term[k], trunc[k] = o, r, te, tr
+                except Exception as e:
+                    timeout = isinstance(e, _StepTimeout)
+                    self.errors[int(i)] = (f"took longer than step_timeout={self.step_timeout:g} s for one step"
+                                           if timeout else f"raised {type(e).__name__} while stepping: {e}")
+                    rew[k], term[k] = np.nan, True
+                    if timeout:  # the other slots get a full timeout again
+                        signal.setitimer(signal.ITIMER_REAL, self.step_timeout)
+        finally:
+            if timed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
         return obs, rew, term, trunc
 
     def close(self) -> None:
@@ -74,8 +124,10 @@ class EnvPoolBackend:
 
     lazy_reset = True
 
+    errors: dict[int, str] = {}  # EnvPool's C++ tasks do not raise per env; a pool error is fatal (EnvFault)
+
     def __init__(self, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, step_timeout: float = 0.0):
         import envpool
 
         threads = num_threads or min(num_envs, 2)
@@ -106,6 +158,6 @@ class EnvPoolBackend:
 
 
 def make_backend(name: str, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, step_timeout: float = 0.0):
     cls = {"envpool": EnvPoolBackend, "gymnasium": GymnasiumBackend}[resolve_backend(name, env_id)]
-    return cls(env_id, num_envs, seed, env_kwargs, num_threads)
+    return cls(env_id, num_envs, seed, env_kwargs, num_threads, step_timeout)

@@ -52,7 +52,8 @@ class RolloutEngine:
 
     def __init__(self, env_id: str, spec: MLPSpec, num_envs: int = 64, backend: str = "auto", seed: int = 0,
                  return_convention: str = "standard", normalize_obs: bool = True,
-                 env_kwargs: dict | None = None, num_threads: int | None = None):
+                 env_kwargs: dict | None = None, num_threads: int | None = None, tolerate_faults: bool = False,
+                 step_timeout: float = 0.0):
         if return_convention not in RETURN_CONVENTIONS:
             raise PolicygenError(f"return convention {return_convention!r} is not one of "
                                  f"{list(RETURN_CONVENTIONS)}")
@@ -63,6 +64,15 @@ class RolloutEngine:
         self.env_id, self.spec, self.num_envs = env_id, spec, int(num_envs)
         self.backend_name = resolve_backend(backend, env_id)
         self.env_kwargs, self.num_threads = env_kwargs, num_threads
+        if not step_timeout >= 0:
+            raise PolicygenError(f"step_timeout must be >= 0 seconds (0: off), got {step_timeout}")
+        self.step_timeout = float(step_timeout)
+        self.tolerate_faults = tolerate_faults
+        """False: a misbehaving environment raises ``EnvFault``. True (training): the policy's episode is
+        marked failed (``RolloutResult.failed``, return NaN, never stored) and the call goes on."""
+        self.failures = 0
+        """Episodes marked failed so far; ``last_fault`` says what the newest one did."""
+        self.last_fault: str | None = None
         self.return_convention = return_convention
         self.normalize_obs = normalize_obs
         self.obs_stats = RunningStats(self.info.obs_dim)
@@ -80,7 +90,7 @@ class RolloutEngine:
         if self._backend is not None:
             self._backend.close()
         self._backend = make_backend(self.backend_name, self.env_id, self.num_envs, seed, self.env_kwargs,
-                                     self.num_threads)
+                                     self.num_threads, self.step_timeout)
         first = getattr(self._backend, "first_obs", None)
         self._slot_obs: list[np.ndarray | None] = [None if first is None else first[i]
                                                    for i in range(self.num_envs)]
@@ -166,10 +176,12 @@ class RolloutEngine:
                 ra, oa = r[:n], o[:n]
                 j = sched.job_of[active]
                 bad = ~(np.isfinite(ra) & np.isfinite(oa).all(axis=1))
-                if bad.any():
-                    k = int(np.flatnonzero(bad)[0])
-                    self._fault(int(j[k]), ra[k], oa[k])
-                    failed[j[bad]] = True
+                errors = getattr(backend, "errors", None)  # slot -> what the env raised or how it hung
+                if errors:
+                    bad |= np.isin(active, list(errors))
+                for k in np.flatnonzero(bad):
+                    self._fault(int(j[k]), ra[k], oa[k], (errors or {}).get(int(active[k])))
+                failed[j[bad]] = True
                 ret[j] += ra
                 length[j] += 1
                 if record:
@@ -205,10 +217,15 @@ class RolloutEngine:
         finally:
             self.backend_seconds += time.perf_counter() - t0
 
-    def _fault(self, job: int, reward: float, obs: np.ndarray) -> None:
-        raise EnvFault(f"{self.env_id} returned a non-finite reward ({reward}) or observation "
-                       f"({obs[~np.isfinite(obs)][:3]}...) for policy {job}; environments must return "
-                       f"finite rewards and observations")
+    def _fault(self, job: int, reward: float, obs: np.ndarray, error: str | None) -> None:
+        """Record (tolerant engine) or raise the fault of policy ``job``'s episode."""
+        what = error or (f"returned a non-finite reward ({reward}) or observation "
+                         f"({obs[~np.isfinite(obs)][:3]}...)")
+        msg = f"{self.env_id} {what} for policy {job}; environments must return finite rewards and observations"
+        if not self.tolerate_faults:
+            raise EnvFault(msg)
+        self.failures += 1
+        self.last_fault = msg
 
 
 class _Slots:

@@ -26,22 +26,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     A crash or a full disk at any moment leaves either the old file or the new one, never a mix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def write_error(path: Path, e: OSError) -> PolicygenError:
+    """One line for a failed write (disk full, read-only, permissions): the file as it was is kept."""
+    return PolicygenError(f"cannot write {path}: {e.strerror or e}; nothing written before is lost "
+                          f"(free space or fix permissions, then resume with --resume where a run stopped)")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

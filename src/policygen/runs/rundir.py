@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from policygen.errors import PolicygenError
-from policygen.runs.files import atomic_write_bytes, atomic_write_json, load_state, read_json, save_state
+from policygen.runs.files import atomic_write_bytes, atomic_write_json, load_state, read_json, save_state, write_error
 
 METRIC_COLUMNS = [
     "env_steps", "wall_s", "iteration", "episodes", "train_return_mean", "train_return_max",
@@ -112,10 +112,13 @@ class RunDir:
 
     def append_metrics(self, row: dict) -> None:
         """Append one row (a torn last line from a kill is dropped on resume by the row count)."""
-        with open(self.path / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore").writerow(
-                {k: _fmt(v) for k, v in row.items()})
-            f.flush()
+        try:
+            with open(self.path / "metrics.csv", "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore").writerow(
+                    {k: _fmt(v) for k, v in row.items()})
+                f.flush()
+        except OSError as e:
+            raise write_error(self.path / "metrics.csv", e) from None
 
     def save_checkpoint(self, state: dict) -> None:
         save_state(self.path / CHECKPOINT, state, kind="checkpoint")
