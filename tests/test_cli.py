@@ -30,6 +30,9 @@ def run_cli(capsys, *argv):
      "holdout_band must be empty or two fractions 0 <= lo < hi <= 1 (e.g. 0.4,0.6), got (0.6, 0.4)"),
     (["train", "udrlpg", "--env", "InvertedPendulum-v5", "--set", "holdout_band=0.4,0.6"],
      "holdout_band (0.4, 0.6) needs a fixed return range: set return_range=MIN,MAX"),
+    (["train", "ars", "--env", "Hopper-v5", "--env-kwargs", "[1]"], "--env-kwargs takes a JSON object"),
+    (["bench", "rollout", "--hidden", "a,b"], "--hidden takes comma-separated widths"),
+    (["sweep", "/nonexistent/run", "--commands", "0:1:99999999"], "no such run directory"),
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path / "r")] if argv[0] == "train" else []))
@@ -81,3 +84,27 @@ def test_demo_trains_commands_tables_and_plots(capsys, tmp_path):
     result = json.loads((out_dir / "sweep.json").read_text())
     assert len(result["commands"]) == 3 and len(result["evaluator_prediction"]) == 3
     assert "V(G(c))" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "ars", "--env", "Hopper-v5", "--steps", "-5"], "--steps: expected an integer in [1, inf], got -5"),
+    (["train", "ars", "--env", "Hopper-v5", "--seed", "-1"], "--seed: expected an integer in [0, 4294967295]"),
+    (["train", "ars", "--env", "Hopper-v5", "--step-timeout", "inf"], "--step-timeout: expected a finite number"),
+    (["evaluate", "x", "--episodes", "0"], "--episodes: expected an integer in [1, inf], got 0"),
+    (["generate", "x", "--command", "nan", "--out", "p.pt"], "--command: expected a finite number, got nan"),
+    (["bench", "rollout", "--seconds", "0"], "--seconds: expected a finite number > 0, got 0"),
+])
+def test_bad_numbers_are_usage_errors_naming_the_flag(capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_run_config_refuses_values_that_make_no_sense():
+    from policygen.algorithms.base import RunConfig
+    from policygen.errors import PolicygenError
+
+    for bad in ({"steps": 0}, {"num_envs": 10**6}, {"seed": -1}, {"step_timeout": float("nan")},
+                {"max_failures": -1}, {"eval_episodes": 1.5}, {"env_kwargs": [1]}):
+        with pytest.raises(PolicygenError, match=next(iter(bad))):
+            RunConfig(env_id="Hopper-v5", **bad)

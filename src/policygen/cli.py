@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,36 @@ def _json_arg(flag: str, text: str | None) -> dict:
     if not isinstance(value, dict):
         raise PolicygenError(f"{flag} takes a JSON object, got {text!r}")
     return value
+
+
+def _int_at_least(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high if high else 'inf'}], got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def _finite(positive: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or (positive and v <= 0):
+            raise argparse.ArgumentTypeError(f"expected a finite number{' > 0' if positive else ''}, got {text}")
+        return v
+    parse.__name__ = "number"
+    return parse
+
+
+COUNT, NONNEG, SEED = _int_at_least(1), _int_at_least(0), _int_at_least(0, 2**32 - 1)
+ENVS = _int_at_least(1, 65536)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -144,7 +175,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from policygen.analysis.bench import bench_rollout
 
-    hidden = tuple(int(h) for h in a.hidden.split(",") if h.strip())
+    try:
+        hidden = tuple(int(h) for h in a.hidden.split(",") if h.strip())
+    except ValueError:
+        raise PolicygenError(f"--hidden takes comma-separated widths like 256,256; got {a.hidden!r}") from None
     print(json.dumps(bench_rollout(a.env, a.policies, hidden, a.seconds, a.backend, a.num_envs, a.seed), indent=2))
     return 0
 
@@ -156,21 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an algorithm; writes a run directory")
     t.add_argument("algo", nargs="?", help="ars, gogepo or udrlpg")
     t.add_argument("--env", help="Gymnasium env id with a continuous action space, e.g. Hopper-v5")
-    t.add_argument("--steps", type=int, default=100_000, help="env steps used for learning (default 100000)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
+    t.add_argument("--steps", type=COUNT, default=100_000, help="env steps used for learning (default 100000)")
+    t.add_argument("--seed", type=SEED, default=0, help="seed of the whole run (default 0)")
     t.add_argument("--preset", help="named settings of the algorithm (e.g. paper, fast)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one algorithm setting, repeatable (e.g. --set step_size=0.02)")
     t.add_argument("--backend", default="auto", help="auto, envpool or gymnasium (default auto)")
-    t.add_argument("--num-envs", type=int, default=64, help="environments stepped together (default 64)")
-    t.add_argument("--torch-threads", type=int, default=1,
+    t.add_argument("--num-envs", type=ENVS, default=64, help="environments stepped together (default 64)")
+    t.add_argument("--torch-threads", type=NONNEG, default=1,
                    help="torch threads for the updates (default 1: the other core steps the physics; 0 = torch's)")
-    t.add_argument("--eval-every", type=int, help="evaluate every N env steps (default steps/20)")
-    t.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
-    t.add_argument("--checkpoint-every", type=int, default=20, help="checkpoint every N iterations (default 20)")
-    t.add_argument("--max-failures", type=int, default=100,
+    t.add_argument("--eval-every", type=COUNT, help="evaluate every N env steps (default steps/20)")
+    t.add_argument("--eval-episodes", type=COUNT, default=10, help="episodes per evaluation (default 10)")
+    t.add_argument("--checkpoint-every", type=COUNT, default=20, help="checkpoint every N iterations (default 20)")
+    t.add_argument("--max-failures", type=NONNEG, default=100,
                    help="episodes the env may spoil (raise, NaN/inf, hang) before the run stops (default 100)")
-    t.add_argument("--step-timeout", type=float, default=60.0,
+    t.add_argument("--step-timeout", type=_finite(), default=60.0,
                    help="seconds an env step may take before it counts as hung (Gymnasium backend; 0: off)")
     t.add_argument("--env-kwargs", help='JSON keyword arguments for the env, e.g. \'{"reset_noise_scale": 0}\'')
     t.add_argument("--out", help="run directory (default runs/ALGO-ENV-sSEED)")
@@ -182,15 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a run's policy or a policy file; prints JSON")
     e.add_argument("target", help="run directory or .safetensors policy file")
     e.add_argument("--env", help="env id (default: the one the policy was made for)")
-    e.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
-    e.add_argument("--command", type=float, help="return command, for generator runs")
-    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
+    e.add_argument("--episodes", type=COUNT, default=10, help="episodes (default 10)")
+    e.add_argument("--command", type=_finite(), help="return command, for generator runs")
+    e.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
     e.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("generate", help="a generator run's policy for a return command, as a file")
     g.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
-    g.add_argument("--command", type=float, required=True, help="desired return (the run's convention)")
+    g.add_argument("--command", type=_finite(), required=True, help="desired return (the run's convention)")
     g.add_argument("--out", required=True, help="policy file: .safetensors (policygen) or .pt (TorchScript)")
     g.add_argument("--force", action="store_true", help="overwrite an existing file")
     g.set_defaults(func=cmd_generate)
@@ -198,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="command a generator across returns; JSON + calibration plot")
     w.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
     w.add_argument("--commands", help="LO:HI:N or A,B,C (default: 21 over the returns seen in training)")
-    w.add_argument("--episodes", type=int, default=5, help="episodes per command (default 5)")
-    w.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
+    w.add_argument("--episodes", type=COUNT, default=5, help="episodes per command (default 5)")
+    w.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
     w.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
     w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, RUN_DIR/unseen.png with --unseen-report)")
     w.add_argument("--unseen-report", action="store_true",
@@ -211,10 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job: train a generator, command it, print and plot")
     d.add_argument("--algo", default="gogepo", help="generator to train: gogepo (default) or udrlpg")
     d.add_argument("--env", default="InvertedPendulum-v5", help="MuJoCo task (default InvertedPendulum-v5)")
-    d.add_argument("--steps", type=int, default=100_000, help="env steps (default 100000)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--n-commands", type=int, default=11, help="commands across the seen range (default 11)")
-    d.add_argument("--episodes", type=int, default=5, help="episodes per command (default 5)")
+    d.add_argument("--steps", type=COUNT, default=100_000, help="env steps (default 100000)")
+    d.add_argument("--seed", type=SEED, default=0)
+    d.add_argument("--n-commands", type=COUNT, default=11, help="commands across the seen range (default 11)")
+    d.add_argument("--episodes", type=COUNT, default=5, help="episodes per command (default 5)")
     d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo, overwritten)")
     d.set_defaults(func=cmd_demo)
 
@@ -222,12 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")
     br = bsub.add_parser("rollout", help="engine env steps/s beside the raw backend's, measured in one run")
     br.add_argument("--env", default="Hopper-v5", help="env id (default Hopper-v5)")
-    br.add_argument("--policies", type=int, default=64, help="policies per engine call (default 64)")
+    br.add_argument("--policies", type=COUNT, default=64, help="policies per engine call (default 64)")
     br.add_argument("--hidden", default="256,256", help="hidden widths, comma separated (default 256,256)")
-    br.add_argument("--seconds", type=float, default=20.0, help="measuring time, split between the two")
+    br.add_argument("--seconds", type=_finite(positive=True), default=20.0,
+                    help="measuring time, split between the two")
     br.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
-    br.add_argument("--num-envs", type=int, help="env slots (default min(policies, 64))")
-    br.add_argument("--seed", type=int, default=0)
+    br.add_argument("--num-envs", type=ENVS, help="env slots (default min(policies, 64))")
+    br.add_argument("--seed", type=SEED, default=0)
     br.set_defaults(func=cmd_bench)
     return p
 
@@ -238,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PolicygenError as e:
-        print(f"policygen: error: {e}", file=sys.stderr)
+        print(f"policygen: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever it quotes
         return 2
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -13,6 +14,9 @@ from policygen.envs.make import EnvInfo
 from policygen.errors import PolicygenError
 from policygen.policies.flat_mlp import MLPSpec
 from policygen.rollout.engine import RolloutEngine
+
+MAX_ENVS = 65536
+"""More environment slots than any machine steps at once; a larger request is a typo."""
 
 
 @dataclass
@@ -46,6 +50,25 @@ class RunConfig:
     """Threads of torch's own pool for the learning updates (0: torch's default). One, because the other
     core steps the physics: on this 2-core machine two torch threads made GoGePo's generator step 1.4-12x
     slower (12x when another job shared the cores; bench/results/gogepo-cost.md)."""
+
+    def __post_init__(self) -> None:
+        at_least = {"steps": 1, "num_envs": 1, "eval_every": 1, "eval_episodes": 1, "checkpoint_every": 1,
+                    "max_failures": 0, "torch_threads": 0}
+        for name, low in at_least.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise PolicygenError(f"{name} must be an integer >= {low}, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise PolicygenError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if self.num_envs > MAX_ENVS or self.torch_threads > 1024:
+            raise PolicygenError(f"num_envs must be <= {MAX_ENVS} and torch_threads <= 1024, got "
+                                 f"{self.num_envs}, {self.torch_threads}")
+        if not isinstance(self.step_timeout, int | float) or not 0 <= self.step_timeout < math.inf:
+            raise PolicygenError(f"step_timeout must be a number of seconds >= 0 (0: off), got {self.step_timeout!r}")
+        if not isinstance(self.env_id, str) or not isinstance(self.backend, str):
+            raise PolicygenError(f"env_id and backend must be strings, got {self.env_id!r}, {self.backend!r}")
+        if not isinstance(self.env_kwargs, dict):
+            raise PolicygenError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
 
 
 class Algorithm:

@@ -42,21 +42,49 @@ class LoadedRun:
         return Policy.from_stats(self.algo.spec, theta, stats, meta)
 
 
-def load_run(path: str) -> LoadedRun:
-    run = RunDir.open(path)
-    cfg = run.config
-    if "algorithm" not in cfg or "run" not in cfg:
-        raise PolicygenError(f"{path}: config.json lacks the algorithm or run settings (not a training run)")
-    cls = get_algorithm(cfg["algorithm"])
-    rc = RunConfig(**cfg["run"])
-    algo = cls(make_config(cls.Config, cfg["algo"], None), env_info(rc.env_id, rc.env_kwargs), rc.seed)
-    if not run.has_checkpoint():
-        raise PolicygenError(f"{path}: no checkpoint yet (checkpoints/latest.safetensors is missing)")
-    state = run.load_checkpoint()
+CORRUPT = (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError)
+"""What reading a damaged config or state into objects can raise; each becomes one ``PolicygenError``."""
+
+
+def open_run(path: str, lock: bool = False) -> tuple[RunDir, RunConfig, Algorithm]:
+    """A run directory, its run settings and its algorithm built from config.json (not yet restored)."""
+    run = RunDir.open(path, lock=lock)
+    try:
+        cfg = run.config
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("algorithm"), str) \
+                or not isinstance(cfg.get("run"), dict) or not isinstance(cfg.get("algo"), dict):
+            raise PolicygenError(f"{path}: config.json lacks the algorithm or run settings (not a training run)")
+        cls = get_algorithm(cfg["algorithm"])
+        try:
+            rc = RunConfig(**cfg["run"])
+            algo = cls(make_config(cls.Config, cfg["algo"], None), env_info(rc.env_id, rc.env_kwargs), rc.seed)
+        except CORRUPT as e:
+            raise PolicygenError(f"{path}: config.json is corrupt or from another version "
+                                 f"({type(e).__name__}: {e})") from None
+    except BaseException:
+        run.unlock()
+        raise
+    return run, rc, algo
+
+
+def restore(path: str, algo: Algorithm, state: dict) -> tuple[RunningStats, int]:
+    """Load a checkpoint's state into ``algo``; its observation statistics and env steps."""
     try:
         algo.load_state_dict(state["algo"])
         stats = RunningStats(algo.spec.obs_dim)
         stats.load_state_dict(state["obs_stats"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise PolicygenError(f"{path}: checkpoint does not match its config ({type(e).__name__}: {e})") from None
-    return LoadedRun(run, algo, rc, stats, int(state["env_steps"]))
+        if stats.mean.shape != (algo.spec.obs_dim,) or stats.m2.shape != (algo.spec.obs_dim,):
+            raise ValueError(f"observation statistics of shape {stats.mean.shape}, the policy takes "
+                             f"{algo.spec.obs_dim}")
+        return stats, int(state["env_steps"])
+    except CORRUPT as e:
+        raise PolicygenError(f"{path}: checkpoint does not match its config, or is damaged "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def load_run(path: str) -> LoadedRun:
+    run, rc, algo = open_run(path)
+    if not run.has_checkpoint():
+        raise PolicygenError(f"{path}: no checkpoint yet (checkpoints/latest.safetensors is missing)")
+    stats, env_steps = restore(path, algo, run.load_checkpoint())
+    return LoadedRun(run, algo, rc, stats, env_steps)

@@ -20,6 +20,7 @@ import torch
 
 import policygen
 from policygen.algorithms.base import Algorithm, RunConfig, make_config
+from policygen.algorithms.loading import CORRUPT, open_run, restore
 from policygen.algorithms.registry import get_algorithm
 from policygen.envs.make import env_info
 from policygen.errors import EnvFault, PolicygenError
@@ -80,15 +81,10 @@ def start_run(algo_name: str, run_cfg: RunConfig, out: str, preset: str | None =
 
 
 def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> RunDir:
-    run = RunDir.open(path, lock=True)
-    config = run.config
-    if run.status == "complete":
-        raise PolicygenError(f"{path} is already complete (summary.json written); nothing to resume")
-    run_cfg = RunConfig(**config["run"])
-    cls = get_algorithm(config["algorithm"])
-    algo = cls(make_config(cls.Config, config["algo"], None), env_info(run_cfg.env_id, run_cfg.env_kwargs),
-               run_cfg.seed)
+    run, run_cfg, algo = open_run(path, lock=True)
     try:
+        if run.status == "complete":
+            raise PolicygenError(f"{path} is already complete (summary.json written); nothing to resume")
         state = run.load_checkpoint() if run.has_checkpoint() else None
         return _train(run, algo, run_cfg, state, progress, quiet)
     finally:
@@ -115,12 +111,8 @@ LAST_EVALS = 20
 
 def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
            quiet: bool) -> RunDir:
-    if rc.torch_threads < 0:
-        raise PolicygenError(f"torch_threads must be >= 0 (0: torch's default), got {rc.torch_threads}")
     if rc.torch_threads > 0:
         torch.set_num_threads(rc.torch_threads)
-    if rc.max_failures < 0:
-        raise PolicygenError(f"max_failures must be >= 0, got {rc.max_failures}")
     common = dict(backend=rc.backend, seed=rc.seed, return_convention=algo.return_convention,
                   env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True),
                   tolerate_faults=True, step_timeout=rc.step_timeout)
@@ -131,10 +123,12 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     eval_engine.obs_stats = engine.obs_stats  # the same object: evaluations use the current statistics
     loop = _Loop(next_eval=rc.eval_every)
     if state is not None:
-        algo.load_state_dict(state["algo"])
-        engine.obs_stats.load_state_dict(state["obs_stats"])
-        engine.env_steps = int(state["env_steps"])
-        loop = _Loop(**state["loop"])
+        engine.obs_stats, engine.env_steps = restore(str(run.path), algo, state)
+        eval_engine.obs_stats = engine.obs_stats
+        try:
+            loop = _Loop(**state["loop"])
+        except CORRUPT as e:
+            raise PolicygenError(f"{run.path}: checkpoint's trainer state is damaged ({e})") from None
     failures_before = loop.failures  # the engines count this process's failures
     run.write_metrics(run.read_metrics()[: loop.metric_rows])  # drop rows logged after the checkpoint
     engine.reseed(_reseed(rc.seed, loop.iteration))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from policygen.envs.make import env_info
+from policygen.errors import PolicygenError
 from policygen.policies.flat_mlp import MLPSpec, init_thetas
 from policygen.rollout.backends import make_backend, resolve_backend
 from policygen.rollout.engine import RolloutEngine
@@ -50,6 +52,11 @@ def engine_steps_per_s(engine: RolloutEngine, thetas: torch.Tensor, seconds: flo
 def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: float, backend: str = "auto",
                   num_envs: int | None = None, seed: int = 0, rounds: int = 2) -> dict:
     """Engine vs raw env steps/s, alternated ``rounds`` times so machine drift hits both alike."""
+    if policies < 1 or (num_envs is not None and num_envs < 1) or not 0 < seconds < math.inf:
+        raise PolicygenError(f"bench rollout needs --policies >= 1, --num-envs >= 1 and a finite --seconds > 0; "
+                             f"got {policies}, {num_envs}, {seconds}")
+    if not hidden or min(hidden) < 1:
+        raise PolicygenError(f"--hidden takes positive widths like 256,256; got {list(hidden)}")
     info = env_info(env_id)
     backend = resolve_backend(backend, env_id)
     num_envs = num_envs or min(policies, 64)

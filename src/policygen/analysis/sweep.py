@@ -15,6 +15,8 @@ from policygen.algorithms.loading import LoadedRun
 from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine
 
+MAX_COMMANDS = 10_000
+
 
 def parse_commands(text: str | None, seen: tuple[float, float]) -> np.ndarray:
     """``LO:HI:N`` (N evenly spaced, ends included), a comma list, or None for 21 over the seen range."""
@@ -23,10 +25,14 @@ def parse_commands(text: str | None, seen: tuple[float, float]) -> np.ndarray:
     try:
         if ":" in text:
             lo, hi, n = text.split(":")
-            if int(n) < 1:
-                raise ValueError("N must be at least 1")
-            return np.linspace(float(lo), float(hi), int(n))
-        return np.array([float(x) for x in text.split(",") if x.strip()])
+            if not 1 <= int(n) <= MAX_COMMANDS:
+                raise ValueError(f"N must be between 1 and {MAX_COMMANDS}")
+            commands = np.linspace(float(lo), float(hi), int(n))
+        else:
+            commands = np.array([float(x) for x in text.split(",") if x.strip()])
+        if not 1 <= len(commands) <= MAX_COMMANDS or not np.isfinite(commands).all():
+            raise ValueError(f"1 to {MAX_COMMANDS} finite commands are needed")
+        return commands
     except ValueError as e:
         raise PolicygenError(f"--commands {text!r}: expected LO:HI:N (e.g. 0:1000:21) or A,B,C ({e})") from None
 

@@ -78,19 +78,20 @@ class RunDir:
     # --- files -----------------------------------------------------------------------------------
     @property
     def config(self) -> dict:
-        return read_json(self.path / "config.json", "run config")
+        return _object(self.path / "config.json", "run config")
 
     @property
     def status(self) -> str:
         p = self.path / "status.json"
-        return read_json(p, "run status").get("status", "unknown") if p.exists() else "unknown"
+        status = _object(p, "run status").get("status", "unknown") if p.exists() else "unknown"
+        return status if isinstance(status, str) else "unknown"
 
     def set_status(self, status: str, **extra) -> None:
         atomic_write_json(self.path / "status.json", {"status": status, **extra})
 
     @property
     def summary(self) -> dict:
-        return read_json(self.path / "summary.json", "run summary")
+        return _object(self.path / "summary.json", "run summary")
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", summary)
@@ -128,6 +129,14 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).exists()
+
+
+def _object(path: Path, what: str) -> dict:
+    value = read_json(path, what)
+    if not isinstance(value, dict):
+        raise PolicygenError(f"{path}: not a valid {what} (a JSON object was expected, found "
+                             f"{type(value).__name__})")
+    return value
 
 
 def _fmt(v) -> str:
