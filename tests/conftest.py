@@ -38,6 +38,18 @@ class StubEnv(gym.Env):
         return self._obs(), r, self.t >= stub_length(a), False, {}
 
 
+def walk_state(tree, prefix=""):
+    """(path, leaf) of every leaf of a nested state dict (lists included), e.g. ``/buffer/thetas``."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from walk_state(v, f"{prefix}/{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from walk_state(v, f"{prefix}/{i}")
+    else:
+        yield prefix, tree
+
+
 def stub_length(a: float) -> int:
     return 5 + int(round(5 * (a + 1)))
 

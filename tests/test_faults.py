@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import walk_state
 from test_engine import SPEC, constant_policies, expected
 
 from policygen.algorithms.base import RunConfig
@@ -87,21 +88,10 @@ def test_training_counts_failures_keeps_them_out_and_goes_on(tmp_path, algo, ove
     assert [int(r["failures"]) for r in rows] == sorted(int(r["failures"]) for r in rows)
     state = run.load_checkpoint()
     assert np.isfinite(state["obs_stats"]["mean"]).all()
-    for key, value in _tensors(state["algo"]):
+    for key, value in walk_state(state["algo"]):
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             assert torch.isfinite(value).all(), key  # buffers, networks, optimiser: no NaN stored anywhere
     assert math.isfinite(run.summary["final_eval_return"])
-
-
-def _tensors(tree, prefix=""):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _tensors(v, f"{prefix}/{k}")
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree):
-            yield from _tensors(v, f"{prefix}/{i}")
-    else:
-        yield prefix, tree
 
 
 def test_too_many_failures_stop_the_run_with_one_line_and_it_stays_resumable(tmp_path):

@@ -49,6 +49,13 @@ def runs(tmp_path_factory):
     return out
 
 
+def copy_run(src, dst):
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    (dst / ".lock").unlink(missing_ok=True)
+    return dst
+
+
 # --- mutations -------------------------------------------------------------------------------------
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 300) | st.floats(allow_nan=True, allow_infinity=True)
@@ -118,12 +125,25 @@ def mutate_safetensors(blob: bytes, draw) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + size:]
 
 
+COUNTS = {"files": 0, "command_lines": 0, "documented_errors": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    """With FUZZ_REPORT=PATH, write how many cases ran (bench/reliability.sh records it)."""
+    yield
+    if os.environ.get("FUZZ_REPORT"):
+        with open(os.environ["FUZZ_REPORT"], "w") as f:
+            json.dump(COUNTS, f)
+
+
 def documented(call, *args):
     """Run ``call``: a result or a ``PolicygenError`` passes; any other exception fails the test."""
     try:
         return call(*args)
     except PolicygenError as e:
-        assert "\n" not in str(e).strip() or "Traceback" not in str(e)
+        COUNTS["documented_errors"] += 1
+        assert "Traceback" not in str(e)
         return None
 
 
@@ -136,11 +156,9 @@ def test_mutated_checkpoints_load_or_fail_with_one_error(runs, tmp_path, algo):
     @fuzz(200)
     @given(st.data())
     def check(data):
-        run = tmp_path / "run"
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(src, run)
-        (run / ".lock").unlink(missing_ok=True)
+        run = copy_run(src, tmp_path / "run")
         (run / "checkpoints/latest.safetensors").write_bytes(mutate_safetensors(blob, data.draw))
+        COUNTS["files"] += 1
         documented(load_state, run / "checkpoints/latest.safetensors", "checkpoint")
         loaded = documented(load_run, str(run))
         if loaded is not None:
@@ -154,6 +172,7 @@ def test_mutated_checkpoints_load_or_fail_with_one_error(runs, tmp_path, algo):
 def test_mutated_policy_files_load_or_fail_with_one_error(runs, tmp_path_factory, data):
     path = tmp_path_factory.mktemp("pol") / "p.safetensors"
     path.write_bytes(mutate_safetensors(runs["policy"].read_bytes(), data.draw))
+    COUNTS["files"] += 1
     policy = documented(load_policy, path)
     if policy is not None:
         documented(policy, [0.0, 0.0])
@@ -167,14 +186,12 @@ def test_mutated_run_files_load_or_fail_with_one_error(runs, tmp_path, name):
     @fuzz(50)
     @given(st.data())
     def check(data):
-        run = tmp_path / "run"
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(src, run)
-        (run / ".lock").unlink(missing_ok=True)
+        run = copy_run(src, tmp_path / "run")
         text = json.dumps(mutate_json(json.loads(json.dumps(tree)), data.draw))
         if data.draw(st.booleans()):
             text = text[: data.draw(st.integers(0, len(text)))]
         (run / name).write_text(text)
+        COUNTS["files"] += 1
         loaded = documented(load_run, str(run))
         if loaded is not None:
             documented(loaded.policy)
@@ -233,9 +250,8 @@ def test_mutated_command_lines_exit_0_or_2_with_one_line(runs, tmp_path_factory,
     here = tmp_path_factory.mktemp("cli")
     monkeypatch.chdir(here)
     (here / "file").write_text("not a run")
-    run = here / "run"  # a copy: a fuzzed `train --out RUN --force` may overwrite it
-    shutil.copytree(runs[data.draw(st.sampled_from(["ars", "gogepo", "udrlpg"]))], run)
-    (run / ".lock").unlink(missing_ok=True)
+    # a copy: a fuzzed `train --out RUN --force` may overwrite it
+    run = copy_run(runs[data.draw(st.sampled_from(["ars", "gogepo", "udrlpg"]))], here / "run")
     places = {"@run": str(run),
               "@policy": str(runs["policy"]), "@missing": str(here / "missing"), "@file": str(here / "file"),
               "@out": str(here / "out")}
@@ -263,3 +279,4 @@ def test_mutated_command_lines_exit_0_or_2_with_one_line(runs, tmp_path_factory,
         argv = argv[: data.draw(st.integers(1, len(argv)))]
     argv += SAFE_TAIL.get(sub, [])  # argparse keeps the last value: no fuzzed run trains or evaluates for long
     cli_ok(argv)
+    COUNTS["command_lines"] += 1

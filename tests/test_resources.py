@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import walk_state
 
 from policygen.algorithms.base import RunConfig
 from policygen.algorithms.trainer import resume_run, start_run
@@ -89,17 +90,6 @@ def test_memory_stays_bounded_over_a_long_run(tmp_path, algo, over, size_key):
 
 def _stored(state: dict) -> int:
     """Policies a checkpointed buffer holds (the largest first dimension among its theta tensors)."""
-    sizes = [v.shape[0] for k, v in _walk(state) if "buffer" in k and hasattr(v, "shape") and v.ndim == 2]
+    sizes = [v.shape[0] for k, v in walk_state(state) if "buffer" in k and hasattr(v, "shape") and v.ndim == 2]
     assert sizes, "no buffer tensors found in the state"
     return max(sizes) if isinstance(sizes[0], int) else int(np.max(sizes))
-
-
-def _walk(tree, prefix=""):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _walk(v, f"{prefix}/{k}")
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree):
-            yield from _walk(v, f"{prefix}/{i}")
-    else:
-        yield prefix, tree

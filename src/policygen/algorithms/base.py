@@ -106,8 +106,12 @@ class Algorithm:
 def make_config(cls: type, preset: dict[str, Any] | None, overrides: dict[str, str] | None) -> Any:
     """Build ``cls`` from a preset and ``key=value`` overrides, each value parsed by the field's type."""
     known = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = dict(preset or {})
     hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, v in (preset or {}).items():  # presets, or a run's saved config.json: check what a file says
+        if key not in known:
+            raise PolicygenError(f"{cls.__name__} has no setting {key!r}; settings: {', '.join(known)}")
+        values[key] = check_type(key, v, hints[key])
     for key, raw in (overrides or {}).items():
         if key not in known:
             raise PolicygenError(f"{cls.__name__} has no setting {key!r}; settings: {', '.join(known)}")
@@ -116,6 +120,29 @@ def make_config(cls: type, preset: dict[str, Any] | None, overrides: dict[str, s
         return cls(**values)
     except (TypeError, ValueError) as e:
         raise PolicygenError(f"bad {cls.__name__} setting: {e}") from None
+
+
+def check_type(key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type (int, float, bool, str, tuple of int or float), or a clear error."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    ok = False
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is tuple and isinstance(value, list | tuple):
+        items = [check_type(key, v, args[0]) for v in value]
+        return tuple(items)
+    else:
+        return value  # a type this check does not know: the config class validates it
+    if not ok:
+        raise PolicygenError(f"setting {key}={value!r} is not a {getattr(hint, '__name__', hint)}")
+    return value
 
 
 def parse_value(key: str, raw: str, hint: Any) -> Any:

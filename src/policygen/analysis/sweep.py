@@ -7,6 +7,8 @@ return is reported beside it.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 from scipy.stats import spearmanr
@@ -14,6 +16,7 @@ from scipy.stats import spearmanr
 from policygen.algorithms.loading import LoadedRun
 from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine
+from policygen.runs.files import atomic_write_bytes
 
 MAX_COMMANDS = 10_000
 
@@ -131,8 +134,10 @@ def plot_sweep(result: dict, path: str) -> None:
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())  # a missing folder is created; a failed write is one line
 
 
 def table(result: dict) -> str:
