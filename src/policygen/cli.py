@@ -43,7 +43,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from policygen.analysis.evaluate import evaluate_policies
+    from policygen.analysis.evaluate import evaluate_exported, evaluate_policies, load_policy_file
 
     target = Path(a.target)
     if not target.exists():
@@ -55,13 +55,14 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         policy = loaded.policy(a.command)
         env_id = a.env or loaded.run_config.env_id
     else:
-        from policygen.policies.io import load_policy
-
-        policy = load_policy(target)
+        policy = load_policy_file(target)
         env_id = a.env or policy.meta.get("env_id")
         if not env_id:
             raise PolicygenError(f"{target} does not name its environment; pass --env ENV_ID")
-    result = evaluate_policies([policy], env_id, a.episodes, a.seed, a.backend)[0]
+    if hasattr(policy, "runtime"):  # an exported file, run by torch or onnxruntime
+        result = evaluate_exported(policy, env_id, a.episodes, a.seed)
+    else:
+        result = evaluate_policies([policy], env_id, a.episodes, a.seed, a.backend)[0]
     print(json.dumps({"target": str(target), "command": policy.meta.get("command"), **result}, indent=2))
     return 0
 
@@ -72,13 +73,16 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from policygen.policies.io import save_policy
 
     loaded = load_run(a.run_dir)
-    seen = seen_range(loaded)
-    policy = loaded.generate(a.command)
+    policy = loaded.policy(a.command)
     path = save_policy(policy, a.out, force=a.force)
-    note = outside_note(__import__("numpy").array([a.command]), seen)
-    print(json.dumps({"out": str(path), "command": a.command, "seen_range": list(seen),
-                      "outside_seen_range": bool(note), "env_id": loaded.run_config.env_id,
-                      "policy": policy.spec.describe()}, indent=2))
+    out = {"out": str(path), "command": policy.meta.get("command"), "env_id": loaded.run_config.env_id,
+           "policy": policy.spec.describe(), "expected_return": policy.meta.get("expected_return")}
+    note = None
+    if a.command is not None:
+        seen = seen_range(loaded)
+        note = outside_note(__import__("numpy").array([a.command]), seen)
+        out.update(seen_range=list(seen), outside_seen_range=bool(note))
+    print(json.dumps(out, indent=2))
     if note:
         print(f"policygen: note: command {a.command} lies outside the returns seen in training "
               f"[{seen[0]:.1f}, {seen[1]:.1f}]; the generator extrapolates", file=sys.stderr)
@@ -165,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a run's policy or a policy file; prints JSON")
-    e.add_argument("target", help="run directory or .safetensors policy file")
+    e.add_argument("target", help="run directory or policy file (.safetensors, .pt or .onnx)")
     e.add_argument("--env", help="env id (default: the one the policy was made for)")
     e.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
     e.add_argument("--command", type=float, help="return command, for generator runs")
@@ -173,10 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
     e.set_defaults(func=cmd_evaluate)
 
-    g = sub.add_parser("generate", help="a generator run's policy for a return command, as a file")
-    g.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
-    g.add_argument("--command", type=float, required=True, help="desired return (the run's convention)")
-    g.add_argument("--out", required=True, help="policy file: .safetensors (policygen) or .pt (TorchScript)")
+    g = sub.add_parser("generate", help="a run's policy (a generator's for a return command) as a file")
+    g.add_argument("run_dir", help="run directory (gogepo, udrlpg; ars without --command)")
+    g.add_argument("--command", type=float,
+                   help="desired return (the run's convention); without it, the run's evaluation policy "
+                        "(a generator's output for the best return seen, ARS's current policy)")
+    g.add_argument("--out", required=True, help="policy file: .safetensors (policygen), .pt (TorchScript, needs "
+                   "only torch) or .onnx (needs only onnxruntime); a missing folder is created")
     g.add_argument("--force", action="store_true", help="overwrite an existing file")
     g.set_defaults(func=cmd_generate)
 

@@ -37,9 +37,25 @@ class LoadedRun:
                 raise PolicygenError(f"{self.run.config['algorithm']} is not a generator: it takes no command")
             theta = generate(torch.tensor([float(command)]))[0]
         meta = {"env_id": self.run_config.env_id, "algorithm": self.run.config["algorithm"],
-                "command": command, "run": str(self.run.path)}
+                "command": command, "run": str(self.run.path), **self._expected(theta, command is None)}
+        if self.run_config.env_kwargs:
+            meta["env_kwargs"] = dict(self.run_config.env_kwargs)
         stats = self.obs_stats if getattr(self.algo, "normalize_obs", True) else None
         return Policy.from_stats(self.algo.spec, theta, stats, meta)
+
+    def _expected(self, theta: torch.Tensor, eval_policy: bool) -> dict:
+        """The return this policy is expected to earn, where the run knows one, and where it comes from."""
+        predict = getattr(self.algo, "predict_returns", None)
+        if predict is not None:
+            value = float(predict(theta.unsqueeze(0))[0])
+            return {"expected_return": value, "expected_return_source":
+                    f"the evaluator's V(theta), {self.algo.return_convention} return convention"}
+        if eval_policy and (self.run.path / "summary.json").exists():
+            value = self.run.summary.get("final_eval_return")
+            if value is not None:
+                return {"expected_return": float(value), "expected_return_source":
+                        "the run's final evaluation (standard return)"}
+        return {"expected_return": None}
 
 
 def load_run(path: str) -> LoadedRun:
