@@ -142,6 +142,19 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(a: argparse.Namespace) -> int:
+    from policygen.analysis.runs_list import list_runs, runs_table
+
+    rows = list_runs(a.root)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(runs_table(rows))
+    else:
+        print(f"no run directories under {a.root}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -209,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--episodes", type=int, default=5, help="episodes per command (default 5)")
     d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo, overwritten)")
     d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("runs", help="list run directories: status, env, algorithm, best and last evaluation")
+    r.add_argument("root", nargs="?", default="runs", help="folder to search, 3 levels deep (default runs/)")
+    r.add_argument("--json", action="store_true", help="print JSON (a list of objects) instead of a table")
+    r.set_defaults(func=cmd_runs)
 
     b = sub.add_parser("bench", help="benchmarks; print JSON")
     bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")
