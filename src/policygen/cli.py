@@ -34,7 +34,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, backend=a.backend, num_envs=a.num_envs,
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
                        checkpoint_every=a.checkpoint_every, env_kwargs=json.loads(a.env_kwargs or "{}"),
-                       torch_threads=a.torch_threads)
+                       torch_threads=a.torch_threads, tensorboard=a.tensorboard)
         out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
         run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
                         progress=progress, quiet=a.quiet)
@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run; no other argument needed")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to RUN_DIR/tensorboard/ (tensorboard --logdir RUN_DIR)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a run's policy or a policy file; prints JSON")

@@ -138,6 +138,7 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     engine.reseed(_reseed(rc.seed, loop.iteration))
     run.set_status("running")
     t0 = time.perf_counter() - loop.wall_s
+    tb = _tensorboard(run, rc, engine.env_steps if state is not None else None)
     bar = _progress(rc.steps, engine.env_steps, progress, quiet)
     try:
         while engine.env_steps < rc.steps:
@@ -155,6 +156,8 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
                     loop.next_eval += rc.eval_every
             row["wall_s"] = loop.wall_s = time.perf_counter() - t0
             run.append_metrics(row)
+            if tb is not None:
+                tb.write(row)
             loop.metric_rows += 1
             bar.update(engine.env_steps, row)
             if loop.iteration % rc.checkpoint_every == 0 and engine.env_steps < rc.steps:
@@ -162,6 +165,8 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
                 _checkpoint(run, algo, engine, loop)
     finally:
         bar.close()
+        if tb is not None:
+            tb.close()
         engine.close()
         eval_engine.close()
     loop.wall_s = time.perf_counter() - t0
@@ -178,6 +183,15 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         "return_convention": algo.return_convention, "versions": versions(), "commit": git_commit(),
     })
     return run
+
+
+def _tensorboard(run: RunDir, rc: RunConfig, resumed_at: int | None):
+    if not getattr(rc, "tensorboard", False):
+        return None
+    from policygen.runs.tblog import TensorBoardLog
+
+    # rows after the checkpoint were cut from metrics.csv; purge their events too
+    return TensorBoardLog(run.path / "tensorboard", purge_step=None if resumed_at is None else resumed_at + 1)
 
 
 def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict:
