@@ -42,8 +42,7 @@ def random_policy(spec: MLPSpec, seed: int, env_id: str) -> Policy:
 
 def compare(name: str, policy: Policy, env_id: str, episodes: int, seed: int, folder: Path) -> dict:
     ours = play(policy, env_id, episodes, seed, env_kwargs=policy.meta.get("env_kwargs"), keep_actions=True)
-    obs = np.concatenate([_observations(policy, env_id, seed + i, n, policy.meta.get("env_kwargs"))
-                          for i, n in enumerate(ours.lengths)])
+    obs = np.concatenate(ours.observations)
     row = {"policy": name, "spec": policy.spec.describe(), "env_id": env_id, "episodes": episodes, "seed": seed,
            "observations": len(obs), "policygen_returns": ours.returns, "lengths": ours.lengths}
     for suffix in (".pt", ".onnx"):
@@ -54,20 +53,6 @@ def compare(name: str, policy: Policy, env_id: str, episodes: int, seed: int, fo
                                  "same_returns": rets == ours.returns,
                                  "max_abs_return_diff": float(np.max(np.abs(np.subtract(rets, ours.returns))))}
     return row
-
-
-def _observations(policy: Policy, env_id: str, seed: int, n: int, env_kwargs) -> np.ndarray:
-    """The ``n`` observations policygen's policy acts on in the episode seeded ``seed``."""
-    import gymnasium as gym
-
-    env = gym.make(env_id, **(env_kwargs or {}))
-    obs, _ = env.reset(seed=seed)
-    out = []
-    for _ in range(n):
-        out.append(obs)
-        obs, *_ = env.step(policy(obs))
-    env.close()
-    return np.asarray(out)
 
 
 def main() -> int:

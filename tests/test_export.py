@@ -1,6 +1,7 @@
 """Exported policies (.pt TorchScript, .onnx): same actions as policygen's forward, metadata, refusals."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -8,8 +9,6 @@ import pytest
 import torch
 
 import policygen
-from policygen.algorithms.base import RunConfig
-from policygen.algorithms.trainer import start_run
 from policygen.analysis.evaluate import evaluate_exported
 from policygen.analysis.play import play
 from policygen.cli import main
@@ -110,17 +109,14 @@ def test_bad_files_and_paths_are_one_clear_line(capsys, tmp_path):
         load_exported(tmp_path / "foreign.pt")
 
 
-def test_generate_exports_an_ars_run_and_a_generator_run(capsys, tmp_path):
-    rc = RunConfig(env_id="InvertedPendulum-v5", steps=1500, seed=0, backend="gymnasium", num_envs=8,
-                   eval_every=1500, eval_episodes=2)
-    for algo in ("ars", "udrlpg"):
-        start_run(algo, rc, str(tmp_path / algo), quiet=True)
-    code, out, err = _cli(capsys, "generate", str(tmp_path / "ars"), "--out", str(tmp_path / "ars.onnx"))
+def test_generate_exports_an_ars_run_and_a_generator_run(capsys, tmp_path, tiny_run):
+    runs = {algo: Path(tiny_run(algo)) for algo in ("ars", "udrlpg")}
+    code, out, err = _cli(capsys, "generate", str(runs["ars"]), "--out", str(tmp_path / "ars.onnx"))
     assert code == 0, err
     meta = load_exported(tmp_path / "ars.onnx").meta
-    summary = json.loads((tmp_path / "ars" / "summary.json").read_text())
+    summary = json.loads((runs["ars"] / "summary.json").read_text())
     assert meta["algorithm"] == "ars" and meta["expected_return"] == summary["final_eval_return"]
-    code, out, err = _cli(capsys, "generate", str(tmp_path / "udrlpg"), "--command", "7",
+    code, out, err = _cli(capsys, "generate", str(runs["udrlpg"]), "--command", "7",
                           "--out", str(tmp_path / "u.pt"))
     assert code == 0, err
     assert load_exported(tmp_path / "u.pt").meta["command"] == 7.0

@@ -155,6 +155,19 @@ def cmd_runs(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map(a: argparse.Namespace) -> int:
+    from policygen.algorithms.loading import load_run
+    from policygen.analysis.policy_map import plot_map, policy_map
+    from policygen.runs.files import check_output
+
+    out = check_output(a.out, (".png",), a.force, "map")
+    result = policy_map(load_run(a.run_dir), a.n_commands, a.max_points, a.n_probe, a.seed)
+    plot_map(result, out)
+    brief = {k: v for k, v in result.items() if k not in ("coords", "returns", "command_coords")}
+    print(json.dumps({"out": str(out), **brief}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -229,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("root", nargs="?", default="runs", help="folder to search, 3 levels deep (default runs/)")
     r.add_argument("--json", action="store_true", help="print JSON (a list of objects) instead of a table")
     r.set_defaults(func=cmd_runs)
+
+    m = sub.add_parser("map", help="policy-space map: buffer policies' fingerprints by PCA, the generator's path")
+    m.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
+    m.add_argument("--out", required=True, help="PNG file (a missing folder is created)")
+    m.add_argument("--n-commands", type=int, default=11, help="commands over the seen range for the path (11)")
+    m.add_argument("--max-points", type=int, default=1000, help="buffer policies mapped at most, a seeded sample")
+    m.add_argument("--n-probe", type=int, default=200,
+                   help="observed states used as probes for runs without an evaluator (default 200)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the sample and of the probing episodes")
+    m.add_argument("--force", action="store_true", help="overwrite an existing file")
+    m.set_defaults(func=cmd_map)
 
     b = sub.add_parser("bench", help="benchmarks; print JSON")
     bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -23,6 +23,8 @@ class Episodes:
     """Per episode, the RGB frames (H, W, 3) uint8: the reset state, then one per step (length + 1)."""
     actions: list[np.ndarray] = field(default_factory=list)
     """Per episode, the actions taken (length, act_dim), when ``keep_actions``."""
+    observations: list[np.ndarray] = field(default_factory=list)
+    """Per episode, the raw observations acted on (length, obs_dim), when ``keep_actions``."""
 
 
 def play(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int = 0,
@@ -44,7 +46,8 @@ def play(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, se
             if render:
                 out.frames.append(frames)
             if keep_actions:
-                out.actions.append(np.asarray(acts))
+                out.actions.append(np.asarray([a for _, a in acts]))
+                out.observations.append(np.asarray([o for o, _ in acts]))
     finally:
         env.close()
     return out
@@ -59,7 +62,7 @@ def _episode(env, act, seed: int, render: bool, keep_actions: bool, max_steps: i
         if not np.all(np.isfinite(a)):
             raise PolicygenError(f"the policy gave a non-finite action {a} at step {t}")
         if keep_actions:
-            acts.append(a)
+            acts.append((np.asarray(obs, dtype=np.float64), a))
         obs, r, term, trunc, _ = env.step(a)
         ret += float(r)
         t += 1
