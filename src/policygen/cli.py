@@ -168,6 +168,20 @@ def cmd_map(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(a: argparse.Namespace) -> int:
+    from policygen.analysis.render import VIDEO_SUFFIXES, parse_size, policies_to_render, render_policies
+    from policygen.runs.files import check_output
+
+    out = check_output(a.out, VIDEO_SUFFIXES, a.force, "video")
+    size = parse_size(a.size)
+    policies, env_id, env_kwargs = policies_to_render(a.target, a.commands, a.env)
+    if a.env_kwargs:
+        env_kwargs = json.loads(a.env_kwargs)
+    result = render_policies(policies, env_id, out, a.episodes, a.seed, env_kwargs, size, a.fps, a.max_steps)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -253,6 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="seed of the sample and of the probing episodes")
     m.add_argument("--force", action="store_true", help="overwrite an existing file")
     m.set_defaults(func=cmd_map)
+
+    v = sub.add_parser("render", help="render policies offscreen to a GIF or MP4, the return drawn on the frames")
+    v.add_argument("target", help="policy file (.safetensors, .pt, .onnx) or run directory")
+    v.add_argument("--out", required=True, help="video file: .gif or .mp4 (a missing folder is created)")
+    v.add_argument("--env", help="env id (default: the one the policy or run was made for)")
+    v.add_argument("--commands", help="run directories of generators: A,B,C renders the policies for these "
+                   "return commands side by side (default: the run's evaluation policy)")
+    v.add_argument("--episodes", type=int, default=1, help="episodes per policy, one after the other (default 1)")
+    v.add_argument("--seed", type=int, default=0, help="episode i starts from reset(seed=SEED + i) (default 0)")
+    v.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of one panel (default 320x240)")
+    v.add_argument("--fps", type=float, default=30, help="frames per second of the video (default 30)")
+    v.add_argument("--max-steps", type=int, help="stop each episode after this many steps")
+    v.add_argument("--env-kwargs", help="JSON keyword arguments for the env, e.g. "
+                   "'{\"terminate_when_unhealthy\": false}'")
+    v.add_argument("--force", action="store_true", help="overwrite an existing file")
+    v.set_defaults(func=cmd_render)
 
     b = sub.add_parser("bench", help="benchmarks; print JSON")
     bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")
