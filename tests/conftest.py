@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
-import numpy as np
-import pytest
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco: the render tests draw offscreen
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 class StubEnv(gym.Env):
