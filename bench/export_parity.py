@@ -44,12 +44,13 @@ def compare(name: str, policy: Policy, env_id: str, episodes: int, seed: int, fo
     ours = play(policy, env_id, episodes, seed, env_kwargs=policy.meta.get("env_kwargs"), keep_actions=True)
     obs = np.concatenate(ours.observations)
     row = {"policy": name, "spec": policy.spec.describe(), "env_id": env_id, "episodes": episodes, "seed": seed,
-           "observations": len(obs), "policygen_returns": ours.returns, "lengths": ours.lengths}
+           "observations": len(obs), "policygen_returns": ours.returns, "lengths": ours.lengths,
+           "policygen_mean_return": float(np.mean(ours.returns))}
     for suffix in (".pt", ".onnx"):
         exported = load_exported(save_policy(policy, folder / f"{name}{suffix}", force=True))
         diff = float(np.abs(exported(obs) - policy(obs)).max())
         rets = play(exported, env_id, episodes, seed, env_kwargs=policy.meta.get("env_kwargs")).returns
-        row[exported.runtime] = {"max_abs_action_diff": diff, "returns": rets,
+        row[exported.runtime] = {"max_abs_action_diff": diff, "returns": rets, "mean_return": float(np.mean(rets)),
                                  "same_returns": rets == ours.returns,
                                  "max_abs_return_diff": float(np.max(np.abs(np.subtract(rets, ours.returns))))}
     return row
@@ -83,7 +84,9 @@ def main() -> int:
     for r in rows:
         print(f"{r['policy']:<24} {r['env_id']:<20} obs {r['observations']:>5}  "
               + "  ".join(f"{k}: max|da| {r[k]['max_abs_action_diff']:.2e} same returns {r[k]['same_returns']}"
-                          for k in ("torchscript", "onnxruntime")) + f"  returns {np.round(r['policygen_returns'], 2)}")
+                          for k in ("torchscript", "onnxruntime"))
+              + f"  mean return policygen {r['policygen_mean_return']:.2f} torchscript "
+              f"{r['torchscript']['mean_return']:.2f} onnx {r['onnxruntime']['mean_return']:.2f}")
     return 0
 
 

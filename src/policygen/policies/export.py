@@ -2,8 +2,12 @@
 
 ``.pt`` is a TorchScript module (needs only torch: ``torch.jit.load(f)(obs)``), ``.onnx`` an ONNX graph (needs
 only onnxruntime). Both hold the observation normalisation and the action scaling, take ``obs (N, obs_dim)``
-float32 and give ``action (N, act_dim)``, and carry the same metadata: TorchScript in the extra file
+and give ``action (N, act_dim)`` float32, and carry the same metadata: TorchScript in the extra file
 ``policygen.json``, ONNX as ``metadata_props`` (keys below, values strings, JSON where not plain text).
+TorchScript takes any float dtype and normalises in float64 exactly as policygen's ``Policy`` does (same
+actions bit for bit, so the same trajectories); ONNX takes float32 (``obs`` input) and runs in float32:
+its actions differ from policygen's by ~1e-7, which chaotic contact dynamics can grow into another
+trajectory over a long episode.
 """
 
 from __future__ import annotations
@@ -111,9 +115,11 @@ class ExportedPolicy:
     def __init__(self, path: Path, meta: dict, run, runtime: str):
         self.path, self.meta, self._run, self.runtime = path, meta, run, runtime
         self.spec = MLPSpec.from_dict(meta["spec"])
+        self.input_dtype = np.float64 if runtime == "torchscript" else np.float32
+        """TorchScript takes the observation as Gymnasium gives it (float64); ONNX's input is float32."""
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs, dtype=np.float32)
+        x = np.asarray(obs, dtype=self.input_dtype)
         single = x.ndim == 1
         a = self._run(np.ascontiguousarray(x.reshape(-1, self.spec.obs_dim)))
         return a[0] if single else a
