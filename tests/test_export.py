@@ -71,7 +71,10 @@ def test_same_returns_as_policygen_forward_on_the_same_seed(tmp_path):
     for suffix in (".pt", ".onnx"):
         exported = load_exported(save_policy(policy, tmp_path / f"p{suffix}"))
         res = evaluate_exported(exported, "InvertedPendulum-v5", 3, seed=5)
-        assert res["returns"] == ours and res["runtime"] in ("torchscript", "onnxruntime")
+        if suffix == ".pt":  # float64 normalisation and torch's kernels: the same trajectories bit for bit
+            assert res["returns"] == ours and res["runtime"] == "torchscript"
+        else:  # float32 throughout: the same episodes up to rounding
+            assert res["returns"] == pytest.approx(ours, rel=1e-4) and res["runtime"] == "onnxruntime"
 
 
 def _cli(capsys, *argv):
