@@ -34,7 +34,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, backend=a.backend, num_envs=a.num_envs,
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
                        checkpoint_every=a.checkpoint_every, env_kwargs=json.loads(a.env_kwargs or "{}"),
-                       torch_threads=a.torch_threads, tensorboard=a.tensorboard)
+                       torch_threads=a.torch_threads, tensorboard=a.tensorboard, snapshots=a.snapshots)
         out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
         run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
                         progress=progress, quiet=a.quiet)
@@ -157,14 +157,18 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 def cmd_map(a: argparse.Namespace) -> int:
     from policygen.algorithms.loading import load_run
-    from policygen.analysis.policy_map import plot_map, policy_map
+    from policygen.analysis.policy_map import pick_snapshots, plot_map, policy_map
     from policygen.runs.files import check_output
 
     out = check_output(a.out, (".png",), a.force, "map")
-    result = policy_map(load_run(a.run_dir), a.n_commands, a.max_points, a.n_probe, a.seed)
+    loaded = load_run(a.run_dir)
+    snaps = pick_snapshots(loaded.run.snapshots(), a.snapshots) if a.snapshots else []
+    result = policy_map(loaded, a.n_commands, a.max_points, a.n_probe, a.seed,
+                        [(name, load_run(a.run_dir, name)) for name in snaps])
     plot_map(result, out)
-    brief = {k: v for k, v in result.items() if k not in ("coords", "returns", "command_coords")}
-    print(json.dumps({"out": str(out), **brief}, indent=2))
+    skip = ("coords", "returns", "command_coords")
+    result["panels"] = [{k: v for k, v in p.items() if k not in skip} for p in result["panels"]]
+    print(json.dumps({"out": str(out), **result}, indent=2))
     return 0
 
 
@@ -206,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run; no other argument needed")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--snapshots", type=int, default=0,
+                   help="keep N snapshots of the state at evenly spaced steps (for policygen map; default 0)")
     t.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files to RUN_DIR/tensorboard/ (tensorboard --logdir RUN_DIR)")
     t.set_defaults(func=cmd_train)
@@ -265,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-probe", type=int, default=200,
                    help="observed states used as probes for runs without an evaluator (default 200)")
     m.add_argument("--seed", type=int, default=0, help="seed of the sample and of the probing episodes")
+    m.add_argument("--snapshots", type=int, default=0, metavar="K",
+                   help="also draw K of the run's snapshots (train --snapshots N), evenly picked, one panel each")
     m.add_argument("--force", action="store_true", help="overwrite an existing file")
     m.set_defaults(func=cmd_map)
 

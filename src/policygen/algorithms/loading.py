@@ -58,7 +58,8 @@ class LoadedRun:
         return {"expected_return": None}
 
 
-def load_run(path: str) -> LoadedRun:
+def load_run(path: str, snapshot: str | None = None) -> LoadedRun:
+    """The run restored from its latest checkpoint, or from the snapshot file ``snapshot`` in checkpoints/."""
     run = RunDir.open(path)
     cfg = run.config
     if "algorithm" not in cfg or "run" not in cfg:
@@ -68,7 +69,7 @@ def load_run(path: str) -> LoadedRun:
     algo = cls(make_config(cls.Config, cfg["algo"], None), env_info(rc.env_id, rc.env_kwargs), rc.seed)
     if not run.has_checkpoint():
         raise PolicygenError(f"{path}: no checkpoint yet (checkpoints/latest.safetensors is missing)")
-    state = run.load_checkpoint()
+    state = run.load_checkpoint(snapshot)
     try:
         algo.load_state_dict(state["algo"])
         stats = RunningStats(algo.spec.obs_dim)

@@ -142,6 +142,7 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     bar = _progress(rc.steps, engine.env_steps, progress, quiet)
     try:
         while engine.env_steps < rc.steps:
+            before = engine.env_steps
             m = algo.iterate(engine)
             loop.iteration += 1
             loop.failures += int(m.get("failures") or 0)
@@ -160,6 +161,8 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
                 tb.write(row)
             loop.metric_rows += 1
             bar.update(engine.env_steps, row)
+            if _snapshot_due(rc, before, engine.env_steps):
+                run.save_snapshot(_state(algo, engine, loop), engine.env_steps)
             if loop.iteration % rc.checkpoint_every == 0 and engine.env_steps < rc.steps:
                 engine.reseed(_reseed(rc.seed, loop.iteration))
                 _checkpoint(run, algo, engine, loop)
@@ -202,9 +205,22 @@ def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict
             "eval_command": command}
 
 
+def _state(algo: Algorithm, engine: RolloutEngine, loop: _Loop) -> dict:
+    return {"algo": algo.state_dict(), "obs_stats": engine.obs_stats.state_dict(), "env_steps": engine.env_steps,
+            "loop": asdict(loop)}
+
+
 def _checkpoint(run: RunDir, algo: Algorithm, engine: RolloutEngine, loop: _Loop) -> None:
-    run.save_checkpoint({"algo": algo.state_dict(), "obs_stats": engine.obs_stats.state_dict(),
-                         "env_steps": engine.env_steps, "loop": asdict(loop)})
+    run.save_checkpoint(_state(algo, engine, loop))
+
+
+def _snapshot_due(rc: RunConfig, before: int, after: int) -> bool:
+    """Whether this iteration crossed one of the ``snapshots`` marks ``steps * i / (snapshots + 1)``."""
+    k = getattr(rc, "snapshots", 0)
+    if k <= 0 or after >= rc.steps:  # the end of the run is the latest checkpoint
+        return False
+    marks = [rc.steps * i // (k + 1) for i in range(1, k + 1)]
+    return any(before < mark <= after for mark in marks)
 
 
 class _progress:

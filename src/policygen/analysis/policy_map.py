@@ -6,7 +6,8 @@ the run's evaluation policy in a few episodes with a fixed seed, normalised with
 (``n_probe`` of them, evenly spaced). The fingerprints are projected on their first two principal
 components (numpy SVD of the centred matrix, each axis' sign fixed so its largest loading is positive),
 and the generator's outputs for a range of commands are projected with the same basis and drawn as a path.
-Only the run's latest checkpoint is mapped: a run keeps ``checkpoints/latest.safetensors`` alone.
+A run keeps ``checkpoints/latest.safetensors``; ``train --snapshots N`` also keeps N snapshots along the run,
+and the map then draws one panel per checkpoint in one shared basis (the GoGePo paper's figure over training).
 """
 
 from __future__ import annotations
@@ -88,28 +89,45 @@ def pca(x: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return (x - mean) @ basis.T, mean, basis, share
 
 
-def policy_map(loaded: LoadedRun, n_commands: int = 11, max_points: int = 1000, n_probe: int = 200,
-               seed: int = 0) -> dict:
-    """Everything the figure shows, JSON-ready: coordinates, returns, the commands' path."""
+def _stage(loaded: LoadedRun, probes: torch.Tensor, n_commands: int, max_points: int, seed: int,
+           name: str) -> dict:
     from policygen.analysis.sweep import seen_range
 
     thetas, returns = buffer_policies(loaded, max_points, seed)
-    probes, source = probing_states(loaded, n_probe, seed)
-    spec = loaded.algo.spec
-    coords, mean, basis, share = pca(fingerprints(spec, thetas, probes))
     lo, hi = seen_range(loaded)
     commands = np.linspace(lo, hi, n_commands)
     with torch.no_grad():
         generated = loaded.algo.generate(torch.as_tensor(commands, dtype=torch.float32)).float()
-    path = (fingerprints(spec, generated, probes) - mean) @ basis.T
-    return {"env_id": loaded.run_config.env_id, "algorithm": loaded.run.config["algorithm"],
-            "env_steps": loaded.env_steps, "checkpoint": "latest", "probes": source, "n_policies": len(returns),
-            "coords": coords.tolist(), "returns": returns.tolist(), "explained_variance": share.tolist(),
-            "commands": commands.tolist(), "command_coords": path.tolist(),
-            "return_convention": loaded.algo.return_convention}
+    spec = loaded.algo.spec
+    return {"checkpoint": name, "env_steps": loaded.env_steps, "fp": fingerprints(spec, thetas, probes),
+            "returns": returns, "commands": commands, "gen_fp": fingerprints(spec, generated, probes)}
+
+
+def policy_map(loaded: LoadedRun, n_commands: int = 11, max_points: int = 1000, n_probe: int = 200,
+               seed: int = 0, snapshots: list[tuple[str, LoadedRun]] = ()) -> dict:
+    """Everything the figure shows, JSON-ready: per checkpoint (snapshots, then the latest) the buffer's
+    coordinates and returns and the commands' path, all in one PCA basis (fit on every panel's buffer) and
+    with the latest checkpoint's probing states, so panels can be compared."""
+    probes, source = probing_states(loaded, n_probe, seed)
+    stages = [_stage(run, probes, n_commands, max_points, seed, name) for name, run in snapshots]
+    stages.append(_stage(loaded, probes, n_commands, max_points, seed, "latest"))
+    _, mean, basis, share = pca(np.concatenate([st["fp"] for st in stages]))
+    panels = [{"checkpoint": st["checkpoint"], "env_steps": st["env_steps"], "n_policies": len(st["returns"]),
+               "coords": ((st["fp"] - mean) @ basis.T).tolist(), "returns": st["returns"].tolist(),
+               "commands": st["commands"].tolist(), "command_coords": ((st["gen_fp"] - mean) @ basis.T).tolist()}
+              for st in stages]
+    out = {"env_id": loaded.run_config.env_id, "algorithm": loaded.run.config["algorithm"], "probes": source,
+           "explained_variance": share.tolist(), "return_convention": loaded.algo.return_convention,
+           "panels": panels}
+    if not snapshots:
+        out["note"] = ("latest checkpoint only: maps over training need snapshots kept along the run "
+                       "(policygen train ... --snapshots N, then policygen map --snapshots)")
+    return out
 
 
 def plot_map(result: dict, out: str | Path) -> Path:
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,25 +135,48 @@ def plot_map(result: dict, out: str | Path) -> Path:
 
     from policygen.runs.files import atomic_write_bytes
 
-    xy, path = np.asarray(result["coords"]), np.asarray(result["command_coords"])
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=result["returns"], cmap="viridis", s=10, alpha=0.8, linewidths=0)
-    fig.colorbar(sc, ax=ax, label=f"training return ({result['return_convention']})")
-    ax.plot(path[:, 0], path[:, 1], "-o", color="crimson", ms=4, lw=1.5, label="generator G(command)")
-    for i in (0, len(path) - 1):
-        ax.annotate(f"{result['commands'][i]:.0f}", path[i], textcoords="offset points", xytext=(5, 5),
-                    color="crimson", fontsize=8)
+    panels = result["panels"]
+    all_xy = np.concatenate([np.asarray(p["coords"]) for p in panels] + [np.asarray(p["command_coords"])
+                                                                         for p in panels])
+    all_ret = np.concatenate([p["returns"] for p in panels])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.6), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, p in zip(axes[0], panels, strict=True):
+        sc = _panel(ax, p, float(all_ret.min()), float(all_ret.max()))
+    pad = 0.05 * (all_xy.max(axis=0) - all_xy.min(axis=0) + 1e-9)
+    axes[0][0].set_xlim(all_xy[:, 0].min() - pad[0], all_xy[:, 0].max() + pad[0])
+    axes[0][0].set_ylim(all_xy[:, 1].min() - pad[1], all_xy[:, 1].max() + pad[1])
     ev = result["explained_variance"]
-    ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}% of variance)")
-    ax.set_ylabel(f"PC2 ({100 * ev[1]:.0f}% of variance)")
-    ax.set_title(f"{result['algorithm']} on {result['env_id']}: {result['n_policies']} buffer policies, "
-                 f"{result['env_steps']} env steps", fontsize=10)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    import io
-
+    for ax in axes[0]:
+        ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}% of variance)")
+    axes[0][0].set_ylabel(f"PC2 ({100 * ev[1]:.0f}% of variance)")
+    axes[0][0].legend(loc="best", fontsize=8)
+    fig.colorbar(sc, ax=axes[0].tolist(), label=f"training return ({result['return_convention']})")
+    fig.suptitle(f"{result['algorithm']} on {result['env_id']}: policy space (fingerprints: {result['probes']})",
+                 fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
     return Path(out)
+
+
+def _panel(ax, p: dict, vmin: float, vmax: float):
+    xy, path = np.asarray(p["coords"]), np.asarray(p["command_coords"])
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=p["returns"], cmap="viridis", vmin=vmin, vmax=vmax, s=10, alpha=0.8,
+                    linewidths=0)
+    ax.plot(path[:, 0], path[:, 1], "-o", color="crimson", ms=4, lw=1.5, label="generator G(command)")
+    for i in (0, len(path) - 1):
+        ax.annotate(f"{p['commands'][i]:.0f}", path[i], textcoords="offset points", xytext=(5, 5),
+                    color="crimson", fontsize=8)
+    ax.set_title(f"{p['env_steps']} env steps: {p['n_policies']} buffer policies", fontsize=9)
+    return sc
+
+
+def pick_snapshots(names: list[str], k: int) -> list[str]:
+    """``k`` of the snapshot file names, evenly spread (all if there are fewer)."""
+    if k < 0:
+        raise PolicygenError(f"--snapshots takes a count >= 0, got {k}")
+    if len(names) <= k:
+        return list(names)
+    return [names[i] for i in np.linspace(0, len(names) - 1, k).round().astype(int)]
