@@ -151,7 +151,8 @@ def plot_map(result: dict, out: str | Path) -> Path:
         ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}% of variance)")
     axes[0][0].set_ylabel(f"PC2 ({100 * ev[1]:.0f}% of variance)")
     axes[0][0].legend(loc="best", fontsize=8)
-    fig.colorbar(sc, ax=axes[0].tolist(), label=f"training return ({result['return_convention']})")
+    fig.colorbar(sc, ax=axes[0].tolist(), fraction=0.03, pad=0.01,
+                 label=f"training return ({result['return_convention']})")
     fig.suptitle(f"{result['algorithm']} on {result['env_id']}: policy space (fingerprints: {result['probes']})",
                  fontsize=9)
     buf = io.BytesIO()
