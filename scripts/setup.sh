@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install policygen with what the main job and the tests need.
 # PyTorch is pinned to 2.13.0 first: on the project's 2-core CPU machines that is a local CPU build;
-# a looser spec would pull a multi-GB CUDA build. EnvPool (fast MuJoCo stepping) is installed too.
+# a looser spec would pull a multi-GB CUDA build. EnvPool (fast MuJoCo stepping), ONNX export, TensorBoard
+# logging and rendering (imageio, ffmpeg) are installed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -13,5 +14,15 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('2.13.0'))" 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0"
 fi
-"${PIP[@]}" -e ".[envpool,dev]"
+"${PIP[@]}" -e ".[envpool,export,tensorboard,render,dev]"
+# policygen render draws MuJoCo offscreen through EGL (Mesa's software renderer on a machine without a GPU)
+EGL_PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri"
+if ! { ldconfig -p | grep -q 'libEGL.so.1' && ldconfig -p | grep -q 'libEGL_mesa.so.0'; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing EGL for offscreen rendering: $EGL_PKGS" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $EGL_PKGS >/dev/null
+  else
+    echo "policygen render needs EGL: sudo apt-get install $EGL_PKGS (or OSMesa: libosmesa6, MUJOCO_GL=osmesa)" >&2
+  fi
+fi
 echo "policygen installed in .venv ($(.venv/bin/python -c 'import policygen; print(policygen.__version__)'))" >&2

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-import gymnasium as gym
-import numpy as np
-import pytest
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco: the render tests draw offscreen
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 class StubEnv(gym.Env):
@@ -108,3 +111,30 @@ _register()
 @pytest.fixture
 def stub_id() -> str:
     return "policygen-tests/Stub-v0"
+
+
+TINY_OVERRIDES = {
+    "gogepo": {"hidden": "16,16", "evaluator_hidden": "32,32", "generator_hidden": "32,32", "n_probe": "20"},
+    "udrlpg": {"policy_hidden": "16,16", "generator_hidden": "32,32", "update_repeats": "8"},
+    "ars": {},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``tiny_run(algo)``: a finished 1,500-step InvertedPendulum-v5 run with small networks, made once."""
+    from policygen.algorithms.base import RunConfig
+    from policygen.algorithms.trainer import start_run
+
+    made: dict[str, str] = {}
+
+    def make(algo: str) -> str:
+        if algo not in made:
+            out = str(tmp_path_factory.mktemp("tiny") / algo)
+            rc = RunConfig(env_id="InvertedPendulum-v5", steps=1500, seed=0, backend="gymnasium", num_envs=8,
+                           eval_every=1500, eval_episodes=2)
+            start_run(algo, rc, out, overrides=TINY_OVERRIDES[algo], quiet=True)
+            made[algo] = out
+        return made[algo]
+
+    return make

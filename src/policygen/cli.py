@@ -76,7 +76,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, backend=a.backend, num_envs=a.num_envs,
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
                        checkpoint_every=a.checkpoint_every, env_kwargs=_json_arg("--env-kwargs", a.env_kwargs),
-                       torch_threads=a.torch_threads, max_failures=a.max_failures, step_timeout=a.step_timeout)
+                       torch_threads=a.torch_threads, max_failures=a.max_failures, step_timeout=a.step_timeout,
+                       tensorboard=a.tensorboard, snapshots=a.snapshots)
         out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
         run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
                         progress=progress, quiet=a.quiet)
@@ -85,7 +86,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from policygen.analysis.evaluate import evaluate_policies
+    from policygen.analysis.evaluate import evaluate_exported, evaluate_policies, load_policy_file
 
     target = Path(a.target)
     if not target.exists():
@@ -97,13 +98,14 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         policy = loaded.policy(a.command)
         env_id = a.env or loaded.run_config.env_id
     else:
-        from policygen.policies.io import load_policy
-
-        policy = load_policy(target)
+        policy = load_policy_file(target)
         env_id = a.env or policy.meta.get("env_id")
         if not env_id:
             raise PolicygenError(f"{target} does not name its environment; pass --env ENV_ID")
-    result = evaluate_policies([policy], env_id, a.episodes, a.seed, a.backend)[0]
+    if hasattr(policy, "runtime"):  # an exported file, run by torch or onnxruntime
+        result = evaluate_exported(policy, env_id, a.episodes, a.seed)
+    else:
+        result = evaluate_policies([policy], env_id, a.episodes, a.seed, a.backend)[0]
     print(json.dumps({"target": str(target), "command": policy.meta.get("command"), **result}, indent=2))
     return 0
 
@@ -114,13 +116,16 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from policygen.policies.io import save_policy
 
     loaded = load_run(a.run_dir)
-    seen = seen_range(loaded)
-    policy = loaded.generate(a.command)
+    policy = loaded.policy(a.command)
     path = save_policy(policy, a.out, force=a.force)
-    note = outside_note(__import__("numpy").array([a.command]), seen)
-    print(json.dumps({"out": str(path), "command": a.command, "seen_range": list(seen),
-                      "outside_seen_range": bool(note), "env_id": loaded.run_config.env_id,
-                      "policy": policy.spec.describe()}, indent=2))
+    out = {"out": str(path), "command": policy.meta.get("command"), "env_id": loaded.run_config.env_id,
+           "policy": policy.spec.describe(), "expected_return": policy.meta.get("expected_return")}
+    note = None
+    if a.command is not None:
+        seen = seen_range(loaded)
+        note = outside_note(__import__("numpy").array([a.command]), seen)
+        out.update(seen_range=list(seen), outside_seen_range=bool(note))
+    print(json.dumps(out, indent=2))
     if note:
         print(f"policygen: note: command {a.command} lies outside the returns seen in training "
               f"[{seen[0]:.1f}, {seen[1]:.1f}]; the generator extrapolates", file=sys.stderr)
@@ -183,6 +188,50 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(a: argparse.Namespace) -> int:
+    from policygen.analysis.runs_list import list_runs, runs_table
+
+    rows = list_runs(a.root)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(runs_table(rows))
+    else:
+        print(f"no run directories under {a.root}", file=sys.stderr)
+    return 0
+
+
+def cmd_map(a: argparse.Namespace) -> int:
+    from policygen.algorithms.loading import load_run
+    from policygen.analysis.policy_map import pick_snapshots, plot_map, policy_map
+    from policygen.runs.files import check_output
+
+    out = check_output(a.out, (".png",), a.force, "map")
+    loaded = load_run(a.run_dir)
+    snaps = pick_snapshots(loaded.run.snapshots(), a.snapshots) if a.snapshots else []
+    result = policy_map(loaded, a.n_commands, a.max_points, a.n_probe, a.seed,
+                        [(name, load_run(a.run_dir, name)) for name in snaps])
+    plot_map(result, out)
+    skip = ("coords", "returns", "command_coords")
+    result["panels"] = [{k: v for k, v in p.items() if k not in skip} for p in result["panels"]]
+    print(json.dumps({"out": str(out), **result}, indent=2))
+    return 0
+
+
+def cmd_render(a: argparse.Namespace) -> int:
+    from policygen.analysis.render import VIDEO_SUFFIXES, parse_size, policies_to_render, render_policies
+    from policygen.runs.files import check_output
+
+    out = check_output(a.out, VIDEO_SUFFIXES, a.force, "video")
+    size = parse_size(a.size)
+    policies, env_id, env_kwargs = policies_to_render(a.target, a.commands, a.env)
+    if a.env_kwargs:
+        env_kwargs = json.loads(a.env_kwargs)
+    result = render_policies(policies, env_id, out, a.episodes, a.seed, env_kwargs, size, a.fps, a.max_steps)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -211,10 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run; no other argument needed")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--snapshots", type=NONNEG, default=0,
+                   help="keep N snapshots of the state at evenly spaced steps (for policygen map; default 0)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to RUN_DIR/tensorboard/ (tensorboard --logdir RUN_DIR)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a run's policy or a policy file; prints JSON")
-    e.add_argument("target", help="run directory or .safetensors policy file")
+    e.add_argument("target", help="run directory or policy file (.safetensors, .pt or .onnx)")
     e.add_argument("--env", help="env id (default: the one the policy was made for)")
     e.add_argument("--episodes", type=COUNT, default=10, help="episodes (default 10)")
     e.add_argument("--command", type=_finite(), help="return command, for generator runs")
@@ -222,10 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
     e.set_defaults(func=cmd_evaluate)
 
-    g = sub.add_parser("generate", help="a generator run's policy for a return command, as a file")
-    g.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
-    g.add_argument("--command", type=_finite(), required=True, help="desired return (the run's convention)")
-    g.add_argument("--out", required=True, help="policy file: .safetensors (policygen) or .pt (TorchScript)")
+    g = sub.add_parser("generate", help="a run's policy (a generator's for a return command) as a file")
+    g.add_argument("run_dir", help="run directory (gogepo, udrlpg; ars without --command)")
+    g.add_argument("--command", type=_finite(),
+                   help="desired return (the run's convention); without it, the run's evaluation policy "
+                        "(a generator's output for the best return seen, ARS's current policy)")
+    g.add_argument("--out", required=True, help="policy file: .safetensors (policygen), .pt (TorchScript, needs "
+                   "only torch) or .onnx (needs only onnxruntime); a missing folder is created")
     g.add_argument("--force", action="store_true", help="overwrite an existing file")
     g.set_defaults(func=cmd_generate)
 
@@ -251,6 +307,40 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--episodes", type=COUNT, default=5, help="episodes per command (default 5)")
     d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo, overwritten)")
     d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("runs", help="list run directories: status, env, algorithm, best and last evaluation")
+    r.add_argument("root", nargs="?", default="runs", help="folder to search, 3 levels deep (default runs/)")
+    r.add_argument("--json", action="store_true", help="print JSON (a list of objects) instead of a table")
+    r.set_defaults(func=cmd_runs)
+
+    m = sub.add_parser("map", help="policy-space map: buffer policies' fingerprints by PCA, the generator's path")
+    m.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
+    m.add_argument("--out", required=True, help="PNG file (a missing folder is created)")
+    m.add_argument("--n-commands", type=COUNT, default=11, help="commands over the seen range for the path (11)")
+    m.add_argument("--max-points", type=COUNT, default=1000, help="buffer policies mapped at most, a seeded sample")
+    m.add_argument("--n-probe", type=COUNT, default=200,
+                   help="observed states used as probes for runs without an evaluator (default 200)")
+    m.add_argument("--seed", type=SEED, default=0, help="seed of the sample and of the probing episodes")
+    m.add_argument("--snapshots", type=NONNEG, default=0, metavar="K",
+                   help="also draw K of the run's snapshots (train --snapshots N), evenly picked, one panel each")
+    m.add_argument("--force", action="store_true", help="overwrite an existing file")
+    m.set_defaults(func=cmd_map)
+
+    v = sub.add_parser("render", help="render policies offscreen to a GIF or MP4, the return drawn on the frames")
+    v.add_argument("target", help="policy file (.safetensors, .pt, .onnx) or run directory")
+    v.add_argument("--out", required=True, help="video file: .gif or .mp4 (a missing folder is created)")
+    v.add_argument("--env", help="env id (default: the one the policy or run was made for)")
+    v.add_argument("--commands", help="run directories of generators: A,B,C renders the policies for these "
+                   "return commands side by side (default: the run's evaluation policy)")
+    v.add_argument("--episodes", type=COUNT, default=1, help="episodes per policy, one after the other (default 1)")
+    v.add_argument("--seed", type=SEED, default=0, help="episode i starts from reset(seed=SEED + i) (default 0)")
+    v.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of one panel (default 320x240)")
+    v.add_argument("--fps", type=_finite(positive=True), default=30, help="frames per second of the video (default 30)")
+    v.add_argument("--max-steps", type=COUNT, help="stop each episode after this many steps")
+    v.add_argument("--env-kwargs", help="JSON keyword arguments for the env, e.g. "
+                   "'{\"terminate_when_unhealthy\": false}'")
+    v.add_argument("--force", action="store_true", help="overwrite an existing file")
+    v.set_defaults(func=cmd_render)
 
     b = sub.add_parser("bench", help="benchmarks; print JSON")
     bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -50,10 +50,16 @@ class RunConfig:
     """Threads of torch's own pool for the learning updates (0: torch's default). One, because the other
     core steps the physics: on this 2-core machine two torch threads made GoGePo's generator step 1.4-12x
     slower (12x when another job shared the cores; bench/results/gogepo-cost.md)."""
+    snapshots: int = 0
+    """Also keep this many snapshots of the whole state, at evenly spaced env steps during the run
+    (``checkpoints/snapshot-STEPS.safetensors``; the map draws them). A GoGePo checkpoint holds its buffer:
+    ~120 MB at 30k Hopper-sized policies, so keep a few."""
+    tensorboard: bool = False
+    """Also write every metrics row as TensorBoard scalars to ``RUN_DIR/tensorboard/`` (x-axis env steps)."""
 
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "num_envs": 1, "eval_every": 1, "eval_episodes": 1, "checkpoint_every": 1,
-                    "max_failures": 0, "torch_threads": 0}
+                    "max_failures": 0, "torch_threads": 0, "snapshots": 0}
         for name, low in at_least.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:

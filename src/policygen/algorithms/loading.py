@@ -37,9 +37,25 @@ class LoadedRun:
                 raise PolicygenError(f"{self.run.config['algorithm']} is not a generator: it takes no command")
             theta = generate(torch.tensor([float(command)]))[0]
         meta = {"env_id": self.run_config.env_id, "algorithm": self.run.config["algorithm"],
-                "command": command, "run": str(self.run.path)}
+                "command": command, "run": str(self.run.path), **self._expected(theta, command is None)}
+        if self.run_config.env_kwargs:
+            meta["env_kwargs"] = dict(self.run_config.env_kwargs)
         stats = self.obs_stats if getattr(self.algo, "normalize_obs", True) else None
         return Policy.from_stats(self.algo.spec, theta, stats, meta)
+
+    def _expected(self, theta: torch.Tensor, eval_policy: bool) -> dict:
+        """The return this policy is expected to earn, where the run knows one, and where it comes from."""
+        predict = getattr(self.algo, "predict_returns", None)
+        if predict is not None:
+            value = float(predict(theta.unsqueeze(0))[0])
+            return {"expected_return": value, "expected_return_source":
+                    f"the evaluator's V(theta), {self.algo.return_convention} return convention"}
+        if eval_policy and (self.run.path / "summary.json").exists():
+            value = self.run.summary.get("final_eval_return")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return {"expected_return": float(value), "expected_return_source":
+                        "the run's final evaluation (standard return)"}
+        return {"expected_return": None}
 
 
 CORRUPT = (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError)
@@ -82,9 +98,10 @@ def restore(path: str, algo: Algorithm, state: dict) -> tuple[RunningStats, int]
                              f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def load_run(path: str) -> LoadedRun:
+def load_run(path: str, snapshot: str | None = None) -> LoadedRun:
+    """The run restored from its latest checkpoint, or from the snapshot file ``snapshot`` in checkpoints/."""
     run, rc, algo = open_run(path)
     if not run.has_checkpoint():
         raise PolicygenError(f"{path}: no checkpoint yet (checkpoints/latest.safetensors is missing)")
-    stats, env_steps = restore(path, algo, run.load_checkpoint())
+    stats, env_steps = restore(path, algo, run.load_checkpoint(snapshot))
     return LoadedRun(run, algo, rc, stats, env_steps)

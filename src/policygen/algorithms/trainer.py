@@ -134,9 +134,11 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     engine.reseed(_reseed(rc.seed, loop.iteration))
     run.set_status("running")
     t0 = time.perf_counter() - loop.wall_s
+    tb = _tensorboard(run, rc, engine.env_steps if state is not None else None)
     bar = _progress(rc.steps, engine.env_steps, progress, quiet)
     try:
         while engine.env_steps < rc.steps:
+            before = engine.env_steps
             m = algo.iterate(engine)
             loop.iteration += 1
             row = {"env_steps": engine.env_steps, "iteration": loop.iteration, **m}
@@ -159,13 +161,19 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
                                f"the run stopped and resumes from its last checkpoint with --resume {run.path}")
             row["wall_s"] = loop.wall_s = time.perf_counter() - t0
             run.append_metrics(row)
+            if tb is not None:
+                tb.write(row)
             loop.metric_rows += 1
             bar.update(engine.env_steps, row)
+            if _snapshot_due(rc, before, engine.env_steps):
+                run.save_snapshot(_state(algo, engine, loop), engine.env_steps)
             if loop.iteration % rc.checkpoint_every == 0 and engine.env_steps < rc.steps:
                 engine.reseed(_reseed(rc.seed, loop.iteration))
                 _checkpoint(run, algo, engine, loop)
     finally:
         bar.close()
+        if tb is not None:
+            tb.close()
         engine.close()
         eval_engine.close()
     loop.wall_s = time.perf_counter() - t0
@@ -184,6 +192,15 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     return run
 
 
+def _tensorboard(run: RunDir, rc: RunConfig, resumed_at: int | None):
+    if not getattr(rc, "tensorboard", False):
+        return None
+    from policygen.runs.tblog import TensorBoardLog
+
+    # rows after the checkpoint were cut from metrics.csv; purge their events too
+    return TensorBoardLog(run.path / "tensorboard", purge_step=None if resumed_at is None else resumed_at + 1)
+
+
 def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict:
     theta, command = algo.eval_policy()
     res = engine.evaluate(theta.unsqueeze(0), episodes=1 if episodes < 1 else episodes, count_steps=False)
@@ -194,9 +211,22 @@ def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict
             "eval_command": command}
 
 
+def _state(algo: Algorithm, engine: RolloutEngine, loop: _Loop) -> dict:
+    return {"algo": algo.state_dict(), "obs_stats": engine.obs_stats.state_dict(), "env_steps": engine.env_steps,
+            "loop": asdict(loop)}
+
+
 def _checkpoint(run: RunDir, algo: Algorithm, engine: RolloutEngine, loop: _Loop) -> None:
-    run.save_checkpoint({"algo": algo.state_dict(), "obs_stats": engine.obs_stats.state_dict(),
-                         "env_steps": engine.env_steps, "loop": asdict(loop)})
+    run.save_checkpoint(_state(algo, engine, loop))
+
+
+def _snapshot_due(rc: RunConfig, before: int, after: int) -> bool:
+    """Whether this iteration crossed one of the ``snapshots`` marks ``steps * i / (snapshots + 1)``."""
+    k = getattr(rc, "snapshots", 0)
+    if k <= 0 or after >= rc.steps:  # the end of the run is the latest checkpoint
+        return False
+    marks = [rc.steps * i // (k + 1) for i in range(1, k + 1)]
+    return any(before < mark <= after for mark in marks)
 
 
 class _progress:

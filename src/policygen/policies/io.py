@@ -1,4 +1,5 @@
-"""Policy files: ``.safetensors`` (policygen's own, pickle-free) and ``.pt`` (TorchScript, needs only torch)."""
+"""Policy files: ``.safetensors`` (policygen's own, pickle-free), ``.pt`` (TorchScript, needs only torch) and
+``.onnx`` (needs only onnxruntime); the last two are written by ``policies/export.py``."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from policygen.errors import PolicygenError
+from policygen.policies.export import save_onnx, save_torchscript
 from policygen.policies.flat_mlp import MLPSpec
 from policygen.policies.standalone import Policy
 from policygen.runs.files import _metadata, atomic_write_bytes
 
-POLICY_SUFFIXES = (".safetensors", ".pt")
+POLICY_SUFFIXES = (".safetensors", ".pt", ".onnx")
 
 
 def save_policy(policy: Policy, path: str | Path, force: bool = False) -> Path:
@@ -27,13 +28,10 @@ def save_policy(policy: Policy, path: str | Path, force: bool = False) -> Path:
         raise PolicygenError(f"{path} exists; pass --force to overwrite it")
     if path.suffix == ".safetensors":
         atomic_write_bytes(path, st_save(policy.tensors(), metadata=policy.metadata()))
+    elif path.suffix == ".pt":
+        save_torchscript(policy, path)
     else:
-        module = torch.jit.script(policy.to_module())
-        extra = {"policygen.json": json.dumps({"spec": policy.spec.to_dict(), **policy.meta})}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.jit.save(module, str(tmp), _extra_files=extra)
-        tmp.replace(path)
+        save_onnx(policy, path)
     return path
 
 

@@ -172,3 +172,18 @@ def load_optimizer_state(opt, state: dict) -> None:
     """Inverse of ``optimizer_state`` (JSON turned Adam's ``betas`` tuple into a list)."""
     groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in state["param_groups"]]
     opt.load_state_dict({"state": {int(k): v for k, v in state["state"].items()}, "param_groups": groups})
+
+
+def check_output(path: str | os.PathLike, accepted: tuple[str, ...], force: bool, what: str = "output") -> Path:
+    """An output path the house rules accept: a known extension, not an existing file unless ``force``.
+
+    A missing folder is fine (the atomic write creates it); a folder where the file should be is refused.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in accepted:
+        raise PolicygenError(f"{path}: unknown {what} extension {path.suffix!r}; use one of {list(accepted)}")
+    if path.is_dir():
+        raise PolicygenError(f"{path} is a folder; give a file name ending in one of {list(accepted)}")
+    if path.exists() and not force:
+        raise PolicygenError(f"{path} exists; pass --force to overwrite it")
+    return path

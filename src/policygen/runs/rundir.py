@@ -42,6 +42,8 @@ class RunDir:
         run.lock()
         for stale in ("summary.json", "metrics.csv", CHECKPOINT):
             (run.path / stale).unlink(missing_ok=True)
+        for stale in (run.path / "checkpoints").glob("snapshot-*.safetensors"):
+            stale.unlink()
         atomic_write_json(run.path / "config.json", {"format": RUN_FORMAT, **config})
         run.set_status("running")
         run.write_metrics([])
@@ -124,8 +126,16 @@ class RunDir:
     def save_checkpoint(self, state: dict) -> None:
         save_state(self.path / CHECKPOINT, state, kind="checkpoint")
 
-    def load_checkpoint(self) -> dict:
-        return load_state(self.path / CHECKPOINT, kind="checkpoint")
+    def load_checkpoint(self, name: str | None = None) -> dict:
+        """The latest checkpoint, or the snapshot file ``name`` in checkpoints/."""
+        return load_state(self.path / (CHECKPOINT if name is None else f"checkpoints/{name}"), kind="checkpoint")
+
+    def save_snapshot(self, state: dict, env_steps: int) -> None:
+        save_state(self.path / f"checkpoints/snapshot-{env_steps:010d}.safetensors", state, kind="checkpoint")
+
+    def snapshots(self) -> list[str]:
+        """Snapshot file names, oldest first."""
+        return sorted(p.name for p in (self.path / "checkpoints").glob("snapshot-*.safetensors"))
 
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).exists()
