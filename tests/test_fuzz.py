@@ -221,11 +221,15 @@ FLAGS = {
               "--seed": NUMBERS, "--backend": ["gymnasium", "x"], "--plot": ["@out.png", "/x/y.png"],
               "--unseen-report": None},
     "bench": {},
+    "map": {"--out": ["@out.png", "@out.gif", "/x/y.png", "@file"], "--n-commands": NUMBERS, "--max-points": NUMBERS,
+            "--n-probe": NUMBERS, "--seed": NUMBERS, "--snapshots": NUMBERS, "--force": None},
+    "runs": {"--json": None},
 }
 ALGOS = ["ars", "gogepo", "udrlpg", "nope", ""]
 SAFE_TAIL = {"train": ["--steps", "40", "--num-envs", "4", "--eval-episodes", "1", "--quiet", "--backend",
                        "gymnasium"],
-             "evaluate": ["--episodes", "1"], "sweep": ["--episodes", "1"]}
+             "evaluate": ["--episodes", "1"], "sweep": ["--episodes", "1"],
+             "map": ["--max-points", "50", "--n-probe", "20", "--n-commands", "3"]}
 
 
 def cli_ok(argv: list[str]) -> bool:
@@ -265,7 +269,7 @@ def test_mutated_command_lines_exit_0_or_2_with_one_line(runs, tmp_path_factory,
     argv = [sub]
     if sub == "train":
         argv.append(data.draw(st.sampled_from(ALGOS)))
-    elif sub in ("evaluate", "generate", "sweep"):
+    elif sub in ("evaluate", "generate", "sweep", "map", "runs"):
         argv.append(value(data.draw(st.sampled_from(PATHS))))
     elif sub == "bench":
         argv += ["rollout", "--env", STUB, "--policies", data.draw(st.sampled_from(["1", "0", "-2", "x"])),
