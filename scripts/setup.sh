@@ -13,5 +13,5 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('2.13.0'))" 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0"
 fi
-"${PIP[@]}" -e ".[envpool,dev]"
+"${PIP[@]}" -e ".[envpool,ray,dev]"
 echo "policygen installed in .venv ($(.venv/bin/python -c 'import policygen; print(policygen.__version__)'))" >&2
