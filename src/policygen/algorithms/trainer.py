@@ -24,6 +24,7 @@ from policygen.algorithms.registry import get_algorithm
 from policygen.envs.make import env_info
 from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine
+from policygen.rollout.factory import make_engine
 from policygen.runs.rundir import RunDir
 
 
@@ -119,14 +120,10 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         raise PolicygenError(f"torch_threads must be >= 0 (0: torch's default), got {rc.torch_threads}")
     if rc.torch_threads > 0:
         torch.set_num_threads(rc.torch_threads)
-    engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, backend=rc.backend, seed=rc.seed,
-                           return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
-                           normalize_obs=getattr(algo, "normalize_obs", True))
+    engine = _engine(rc, algo, rc.num_envs)
     # evaluation has its own environments, reseeded per evaluation: how often a run evaluates must not
     # change what it trains on (shared slots would hand training episodes other initial states)
-    eval_engine = RolloutEngine(rc.env_id, algo.spec, num_envs=max(1, min(rc.eval_episodes, 16)),
-                                backend=rc.backend, seed=rc.seed, return_convention=algo.return_convention,
-                                env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True))
+    eval_engine = _engine(rc, algo, max(1, min(rc.eval_episodes, 16)))
     eval_engine.obs_stats = engine.obs_stats  # the same object: evaluations use the current statistics
     loop = _Loop(next_eval=rc.eval_every)
     if state is not None:
@@ -178,6 +175,14 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         "return_convention": algo.return_convention, "versions": versions(), "commit": git_commit(),
     })
     return run
+
+
+def _engine(rc: RunConfig, algo: Algorithm, num_envs: int):
+    """The run's engine: local, or over Ray for backend ray (same interface; both engines share its actors)."""
+    return make_engine(rc.env_id, algo.spec, num_envs=num_envs, backend=rc.backend, seed=rc.seed,
+                       ray_address=rc.ray_address, ray_workers=rc.ray_workers,
+                       return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
+                       normalize_obs=getattr(algo, "normalize_obs", True))
 
 
 def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict:

@@ -102,8 +102,9 @@ class _Worker:
         return os.getpid()
 
     def evaluate(self, key: str, stream: int, cfg: dict, seed: int, fresh: bool, jobs: np.ndarray,
-                 stats: tuple, episodes: int, record: bool) -> dict:
-        """Evaluate ``jobs (b, P)`` on the stream's engine, built from ``seed`` if ``fresh`` or absent."""
+                 stats: tuple, record: bool) -> dict:
+        """One episode of each of ``jobs (b, P)`` on the stream's engine, built from ``seed`` if ``fresh`` or
+        absent; ``stats`` (count, mean, m2) normalise the observations (frozen)."""
         t0 = time.perf_counter()
         eng = self.engines.get((key, stream))
         built = eng is None or fresh
@@ -115,10 +116,10 @@ class _Worker:
         b0, s0 = eng.batch_steps, eng.backend_seconds
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the object store's arrays are read-only; the engine only reads
-            res = eng.evaluate(torch.from_numpy(jobs), episodes=episodes, record=record)
+            res = eng.evaluate(torch.from_numpy(jobs), record=record)
         st = res.obs_stats
         return {"returns": res.returns, "train_returns": res.train_returns, "lengths": res.lengths,
-                "failed": res.failed, "episode_returns": res.episode_returns, "steps": res.env_steps,
+                "failed": res.failed, "steps": res.env_steps,
                 "trajectories": res.trajectories, "stats": (st.count, st.mean, st.m2), "built": built,
                 "slot_steps": (eng.batch_steps - b0) * eng.num_envs, "backend_s": eng.backend_seconds - s0,
                 "wall_s": time.perf_counter() - t0, "pid": os.getpid()}
@@ -231,13 +232,16 @@ class RayRolloutEngine:
         jobs = thetas.detach().numpy()
         if not np.isfinite(jobs).all():
             raise PolicygenError("parameter vectors contain NaN or inf; refusing to roll them out")
+        b = len(jobs)
+        if episodes > 1:  # as the local engine: one job per episode, so the episodes spread over the streams
+            jobs = np.repeat(jobs, episodes, axis=0)
         bounds = np.linspace(0, len(jobs), self.workers + 1).round().astype(int)
         chunks = [(c, bounds[c], bounds[c + 1]) for c in range(self.workers) if bounds[c + 1] > bounds[c]]
         stats = self._ray.put((self.obs_stats.count, self.obs_stats.mean, self.obs_stats.m2))
         refs = {c: self._ray.put(np.ascontiguousarray(jobs[lo:hi])) for c, lo, hi in chunks}
-        out = self._gather({c: refs[c] for c, _, _ in chunks}, stats, episodes, record)
+        out = self._gather({c: refs[c] for c, _, _ in chunks}, stats, record)
         self._calls += 1
-        res = self._assemble([out[c] for c, _, _ in chunks], len(jobs), episodes, record)
+        res = self._assemble([out[c] for c, _, _ in chunks], b, episodes, record)
         if count_steps:
             self.env_steps += res.env_steps
         if update_stats:
@@ -245,18 +249,18 @@ class RayRolloutEngine:
         wall = time.perf_counter() - t0
         walls = [out[c]["wall_s"] for c, _, _ in chunks]
         self.last_call = {"wall_s": wall, "worker_wall_s": walls, "overhead_s": wall - max(walls),
-                          "policies": len(jobs), "chunks": len(chunks)}
+                          "policies": b, "jobs": len(jobs), "chunks": len(chunks)}
         return res
 
-    def _submit(self, c: int, ref, stats, episodes: int, record: bool):
+    def _submit(self, c: int, ref, stats, record: bool):
         seed = stream_seed(self.seed, c, self._calls)
         actor = self.actors[self._owner[c]]
-        return actor.evaluate.remote(self._key, c, self._cfg, seed, self._fresh[c], ref, stats, episodes, record)
+        return actor.evaluate.remote(self._key, c, self._cfg, seed, self._fresh[c], ref, stats, record)
 
-    def _gather(self, refs: dict, stats, episodes: int, record: bool) -> dict:
+    def _gather(self, refs: dict, stats, record: bool) -> dict:
         """Each chunk's result; a chunk whose actor died is evaluated again on another actor."""
         ray = self._ray
-        pending = {self._submit(c, ref, stats, episodes, record): c for c, ref in refs.items()}
+        pending = {self._submit(c, ref, stats, record): c for c, ref in refs.items()}
         out, retries = {}, 0
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -274,7 +278,7 @@ class RayRolloutEngine:
                                          f"); is the cluster losing nodes?") from None
                 self.faults += 1
                 self._move(c)
-                pending[self._submit(c, refs[c], stats, episodes, record)] = c
+                pending[self._submit(c, refs[c], stats, record)] = c
                 continue
             self._fresh[c] = False
         return out
@@ -289,13 +293,17 @@ class RayRolloutEngine:
         self._fresh[c] = True
         self._hosted.add((self._owner[c], c))
 
-    def _assemble(self, parts: list[dict], n: int, episodes: int, record: bool) -> RolloutResult:
+    def _assemble(self, parts: list[dict], b: int, episodes: int, record: bool) -> RolloutResult:
+        """One result from the chunks' (in chunk order: the same merge whatever finished first)."""
         cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
+        mean = lambda a: a.reshape(b, episodes).mean(axis=1)  # noqa: E731  (as the local engine)
         stats = RunningStats(self.info.obs_dim)
-        for p in parts:  # chunk order: the same merge whatever finished first
+        for p in parts:
             stats.merge(*p["stats"])
         trajs = [t for p in parts for t in p["trajectories"]] if record else None
         self.batch_steps += sum(p["slot_steps"] for p in parts) / self.num_envs
         self.backend_seconds += sum(p["backend_s"] for p in parts)
-        return RolloutResult(cat("returns"), cat("train_returns"), cat("lengths"), int(sum(p["steps"] for p in parts)),
-                             cat("failed"), trajs, cat("episode_returns").reshape(n, episodes), stats)
+        ret = cat("returns")
+        return RolloutResult(mean(ret), mean(cat("train_returns")), mean(cat("lengths")),
+                             int(sum(p["steps"] for p in parts)), cat("failed").reshape(b, episodes).any(axis=1),
+                             trajs, ret.reshape(b, episodes), stats)
