@@ -77,11 +77,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def connect(address: str | None = None, workers: int | None = None) -> None:
     """Join the cluster at ``address``, or start a local one of ``workers`` CPUs (default: all)."""
     ray = import_ray()
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         return
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
     if address:
-        _check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except Exception as e:  # ray raises ConnectionError, RuntimeError, ... with long texts
