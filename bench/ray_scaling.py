@@ -71,17 +71,38 @@ def measure(workers: int, thetas: torch.Tensor, spec: MLPSpec, seconds: float) -
             "overhead_s_median": med("overhead_s"), "overhead_s_mean": float(np.mean([c["overhead_s"] for c in calls]))}
 
 
-def predict(fit_t: tuple[float, float], fit_o: tuple[float, float], steps_per_policy: float) -> list[dict]:
-    t0, t1 = fit_t
-    o0, o1 = fit_o
+def fit_worker(chunks: list[dict]) -> tuple[float, float]:
+    """``t(b) = t0 + b * t1`` by least squares with ``t0 >= 0`` (a loaded machine can tilt a free fit)."""
+    b = np.array([c["policies"] for c in chunks], float)
+    t = np.array([c["slowest_worker_s_median"] for c in chunks])
+    t1, t0 = np.polyfit(b, t, 1)
+    if t0 < 0:
+        t0, t1 = 0.0, float(b @ t / (b @ b))
+    return float(t0), float(t1)
+
+
+def fit_overhead(chunks: list[dict], two: dict) -> tuple[float, float, float]:
+    """``overhead = o0 + B * oB + (N - 1) * oN``: per call, per policy shipped, per extra chunk."""
+    b = np.array([c["policies"] for c in chunks], float)
+    o = np.array([c["overhead_s_median"] for c in chunks])
+    ob, o0 = np.polyfit(b, o, 1)
+    one = o0 + ob * two["policies"]
+    return float(max(o0, 0.0)), float(max(ob, 0.0)), float(max(two["overhead_s_median"] - one, 0.0))
+
+
+def predict(res: dict) -> list[dict]:
+    """Per call: ``max(t_wave, t0 + t1 * B / N) + o0 + oB * B + oN * (N - 1)``; ``t_wave`` (one wave of
+    SLOTS policies, set by its longest episode) is the least a call can take."""
+    (t0, t1), (o0, ob, on) = res["fit_worker_s"], res["fit_overhead_s"]
+    t_wave, spp = res["chunks"][0]["slowest_worker_s_median"], res["steps_per_policy"]
     rows = []
     for n in (1, 2, 8, 64, 512):
         for b_total in (256, 1024, 4096):
-            b = max(1.0, b_total / n)
-            call = t0 + b * t1 + o0 + o1 * n
-            rows.append({"cpus": n, "policies_per_call": b_total, "policies_per_worker": b, "call_s": call,
-                         "steps_per_s": b_total * steps_per_policy / call,
-                         "overhead_share": (o0 + o1 * n) / call})
+            work = max(t_wave, t0 + t1 * b_total / n)
+            over = o0 + ob * b_total + on * (n - 1)
+            rows.append({"cpus": n, "policies_per_call": b_total, "policies_per_worker": b_total / n,
+                         "call_s": work + over, "steps_per_s": b_total * spp / (work + over),
+                         "overhead_share": over / (work + over)})
     return rows
 
 
@@ -99,10 +120,14 @@ def report(res: dict) -> str:
         lines.append(f"| {m['workers']} | {m['steps_per_s']:.0f} | {m['driver_wall_s_median']:.3f} s | "
                      f"{m['slowest_worker_s_median']:.3f} s | {m['overhead_s_median'] * 1000:.1f} ms |")
     t0, t1 = res["fit_worker_s"]
-    o0, o1 = res["fit_overhead_s"]
-    lines += ["", f"Worker time per call t(b) = {t0:.3f} s + b x {t1 * 1000:.2f} ms (one worker, chunks "
-              f"{', '.join(str(c['policies']) for c in res['chunks'])}); overhead(N) = {o0 * 1000:.1f} ms + "
-              f"N x {o1 * 1000:.2f} ms; {res['steps_per_policy']:.1f} env steps per policy.", "",
+    o0, ob, on = res["fit_overhead_s"]
+    lines += ["", "| one worker, policies per call | worker wall / call | overhead / call |", "|---:|---:|---:|"]
+    lines += [f"| {c['policies']} | {c['slowest_worker_s_median']:.3f} s | {c['overhead_s_median'] * 1000:.1f} ms |"
+              for c in res["chunks"]]
+    lines += ["", f"Model: worker time t(b) = {t0:.3f} s + b x {t1 * 1000:.2f} ms, at least one wave "
+              f"({res['chunks'][0]['slowest_worker_s_median']:.3f} s); overhead = {o0 * 1000:.1f} ms + B x "
+              f"{ob * 1000:.3f} ms + (N - 1) x {on * 1000:.2f} ms; {res['steps_per_policy']:.1f} env steps per "
+              "policy (random 2x256 policies: trained ones last longer, which shrinks the overhead's share).", "",
               "| CPUs | policies / call | per worker | call | predicted steps/s | overhead share |",
               "|---:|---:|---:|---:|---:|---:|"]
     for p in res["predicted"]:
@@ -124,15 +149,12 @@ def main() -> None:
     thetas = init_thetas(spec, POLICIES, torch.Generator().manual_seed(0))
     measured = [measure(w, thetas, spec, a.seconds) for w in (1, 2)]
     chunks = [measure(1, thetas[:b], spec, a.seconds / 2) for b in (32, 64, 128)] + [measured[0]]
-    t1, t0 = np.polyfit([c["policies"] for c in chunks], [c["slowest_worker_s_median"] for c in chunks], 1)
-    o = [m["overhead_s_median"] for m in measured]
-    o1 = max(0.0, o[1] - o[0])
     spp = float(np.mean([m["steps_per_policy"] for m in measured]))
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "commit": commit(),
            "command": " ".join(["python", *sys.argv]), "load_start": load_start, "compare": compare,
-           "measured": measured, "chunks": chunks, "fit_worker_s": [float(t0), float(t1)],
-           "fit_overhead_s": [o[0] - o1, o1], "steps_per_policy": spp}
-    res["predicted"] = predict((float(t0), float(t1)), (o[0] - o1, o1), spp)
+           "measured": measured, "chunks": chunks, "fit_worker_s": fit_worker(chunks),
+           "fit_overhead_s": fit_overhead(chunks, measured[1]), "steps_per_policy": spp}
+    res["predicted"] = predict(res)
     res["load_end"] = os.getloadavg()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

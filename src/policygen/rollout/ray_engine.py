@@ -272,7 +272,7 @@ class RayRolloutEngine:
                 cause = getattr(e, "cause", None)
                 raise (cause if isinstance(cause, PolicygenError) else PolicygenError(
                     f"a Ray worker failed evaluating policies: {str(e).strip().splitlines()[-1]}")) from None
-            except ray.exceptions.RayActorError:
+            except (ray.exceptions.RayActorError, getattr(ray.exceptions, "ActorUnavailableError", ())):
                 retries += 1
                 if retries > self.max_retries:
                     raise PolicygenError(f"Ray workers died {retries} times in one call (limit {self.max_retries}"
