@@ -68,7 +68,10 @@ def measure(workers: int, thetas: torch.Tensor, spec: MLPSpec, seconds: float) -
             "steps_per_s": steps / wall, "steps_per_policy": steps / (len(calls) * len(thetas)),
             "driver_wall_s_median": med("wall_s"),
             "slowest_worker_s_median": float(np.median([max(c["worker_wall_s"]) for c in calls])),
-            "overhead_s_median": med("overhead_s"), "overhead_s_mean": float(np.mean([c["overhead_s"] for c in calls]))}
+            "overhead_s_median": med("overhead_s"),
+            "overhead_s_mean": float(np.mean([c["overhead_s"] for c in calls])),
+            "worker_cpu_per_wall": float(sum(sum(c["worker_cpu_s"]) for c in calls)
+                                         / sum(sum(c["worker_wall_s"]) for c in calls))}
 
 
 def fit_worker(chunks: list[dict]) -> tuple[float, float]:
@@ -114,11 +117,12 @@ def report(res: dict) -> str:
              f"Hopper-v5, {POLICIES} random policies of 2x256 per call. `bench rollout --backend ray --compare-local`: "
              f"ray {c['engine_steps_per_s']:.0f} steps/s, local {c['local_engine_steps_per_s']:.0f}"
              f" steps/s, **ratio_to_local {c['ratio_to_local']:.2f}** (target >= 0.7).", "",
-             "| workers | steps/s | driver wall / call | slowest worker / call | overhead / call (median) |",
-             "|---:|---:|---:|---:|---:|"]
+             "| workers | steps/s | driver wall / call | slowest worker / call | overhead / call (median) "
+             "| worker CPU / wall |", "|---:|---:|---:|---:|---:|---:|"]
     for m in res["measured"]:
         lines.append(f"| {m['workers']} | {m['steps_per_s']:.0f} | {m['driver_wall_s_median']:.3f} s | "
-                     f"{m['slowest_worker_s_median']:.3f} s | {m['overhead_s_median'] * 1000:.1f} ms |")
+                     f"{m['slowest_worker_s_median']:.3f} s | {m['overhead_s_median'] * 1000:.1f} ms | "
+                     f"{m['worker_cpu_per_wall']:.2f} |")
     t0, t1 = res["fit_worker_s"]
     o0, ob, on = res["fit_overhead_s"]
     lines += ["", "| one worker, policies per call | worker wall / call | overhead / call |", "|---:|---:|---:|"]

@@ -106,7 +106,7 @@ class _Worker:
                  stats: tuple, record: bool) -> dict:
         """One episode of each of ``jobs (b, P)`` on the stream's engine, built from ``seed`` if ``fresh`` or
         absent; ``stats`` (count, mean, m2) normalise the observations (frozen)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         eng = self.engines.get((key, stream))
         built = eng is None or fresh
         if eng is None:
@@ -123,7 +123,7 @@ class _Worker:
                 "failed": res.failed, "steps": res.env_steps,
                 "trajectories": res.trajectories, "stats": (st.count, st.mean, st.m2), "built": built,
                 "slot_steps": (eng.batch_steps - b0) * eng.num_envs, "backend_s": eng.backend_seconds - s0,
-                "wall_s": time.perf_counter() - t0, "pid": os.getpid()}
+                "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "pid": os.getpid()}
 
     def drop(self, key: str, stream: int | None = None) -> None:
         for k in [k for k in self.engines if k[0] == key and stream in (None, k[1])]:
@@ -198,7 +198,8 @@ class RayRolloutEngine:
         self.faults = 0
         """Chunks re-evaluated because their actor died."""
         self.last_call: dict = {}
-        """Timing of the last ``evaluate``: driver wall, each chunk's worker wall, overhead beyond the slowest."""
+        """Timing of the last ``evaluate``: driver wall, each chunk's worker wall and CPU time (all its threads;
+        CPU / wall well below 1 means the actor waited for a core), overhead beyond the slowest worker."""
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -250,6 +251,7 @@ class RayRolloutEngine:
         wall = time.perf_counter() - t0
         walls = [out[c]["wall_s"] for c, _, _ in chunks]
         self.last_call = {"wall_s": wall, "worker_wall_s": walls, "overhead_s": wall - max(walls),
+                          "worker_cpu_s": [out[c]["cpu_s"] for c, _, _ in chunks],
                           "policies": b, "jobs": len(jobs), "chunks": len(chunks)}
         return res
 
