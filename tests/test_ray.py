@@ -184,7 +184,7 @@ def test_bad_input_is_one_clear_line(cluster):
         make_engine("Hopper-v5", spec, backend="ray", ray_workers=-2)
 
 
-def test_unreachable_ray_address_is_one_clear_line(cluster, capsys):
+def test_unreachable_ray_address_is_one_clear_line(cluster, capsys, tmp_path):
     from policygen.cli import main
 
     argv = ["bench", "rollout", "--backend", "ray", "--ray-address", "127.0.0.1:9", "--seconds", "1"]
@@ -192,5 +192,9 @@ def test_unreachable_ray_address_is_one_clear_line(cluster, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("policygen: error: no Ray cluster reachable at --ray-address "
                                                    "'127.0.0.1:9'"), lines
-    assert main(["train", "ars", "--env", "Hopper-v5", "--backend", "ray", "--ray-address", "nohost"]) == 2
-    assert "is not HOST:PORT" in capsys.readouterr().err
+    out = tmp_path / "run"
+    for addr, says in (("nohost", "is not HOST:PORT"), ("127.0.0.1:9", "no Ray cluster reachable")):
+        argv = ["train", "ars", "--env", "Hopper-v5", "--backend", "ray", "--ray-address", addr, "--out", str(out)]
+        assert main(argv) == 2
+        assert says in capsys.readouterr().err
+        assert not out.exists()  # checked before the run directory is made

@@ -35,6 +35,10 @@ def cmd_train(a: argparse.Namespace) -> int:
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
                        checkpoint_every=a.checkpoint_every, env_kwargs=json.loads(a.env_kwargs or "{}"),
                        torch_threads=a.torch_threads, ray_address=a.ray_address, ray_workers=a.ray_workers)
+        if a.backend == "ray":  # before the run directory exists: a bad address leaves nothing behind
+            from policygen.rollout.ray_engine import check_address
+
+            check_address(a.ray_address)
         out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
         run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
                         progress=progress, quiet=a.quiet)

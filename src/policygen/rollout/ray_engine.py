@@ -58,9 +58,9 @@ def stream_seed(seed: int, stream: int, call: int = 0) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31 - 1))
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
+def check_address(address: str | None, timeout: float = 5.0) -> None:
     """One clear line when nothing listens at ``address`` (ray.init would retry for a minute)."""
-    if address in ("auto", "local"):
+    if not address or address in ("auto", "local"):
         return
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
@@ -78,7 +78,7 @@ def connect(address: str | None = None, workers: int | None = None) -> None:
     """Join the cluster at ``address``, or start a local one of ``workers`` CPUs (default: all)."""
     ray = import_ray()
     if address:
-        _check_reachable(address)
+        check_address(address)
     if ray.is_initialized():
         return
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
