@@ -78,6 +78,8 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], help="KEY=VALUE passed to policygen train")
     p.add_argument("--sweep", action="store_true",
                    help="after each run: 21 commands over the seen range, 5 episodes each (calibration)")
+    p.add_argument("--train-args", default="", help="more flags for policygen train, e.g. "
+                   "'--backend ray --ray-address HEAD:6379 --num-envs 512' (docs/ray.md)")
     p.add_argument("--root", default="runs/bench", help="where the run directories go")
     p.add_argument("--out", required=True, help="results path without extension (.json and .md written)")
     a = p.parse_args()
@@ -87,6 +89,7 @@ def main() -> int:
         cmd = [*PG, "train", a.algo, "--env", a.env, "--steps", str(a.steps), "--seed", str(seed),
                "--eval-every", str(a.eval_every), "--eval-episodes", str(a.eval_episodes), "--out", str(run),
                "--quiet"] + (["--preset", a.preset] if a.preset else []) + [x for kv in a.set for x in ("--set", kv)]
+        cmd += shlex.split(a.train_args)
         commands.append(shlex.join(cmd[len(PG):]).replace(str(ROOT) + "/", ""))
         if not (run / "summary.json").exists():
             resume = [*PG, "train", "--resume", str(run), "--quiet"] if (run / "config.json").exists() else cmd

@@ -14,7 +14,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('2.13.0'))" 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0"
 fi
-"${PIP[@]}" -e ".[envpool,export,tensorboard,render,dev]"
+"${PIP[@]}" -e ".[envpool,ray,export,tensorboard,render,dev]"
 # policygen render draws MuJoCo offscreen through EGL (Mesa's software renderer on a machine without a GPU)
 EGL_PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri"
 if ! { ldconfig -p | grep -q 'libEGL.so.1' && ldconfig -p | grep -q 'libEGL_mesa.so.0'; }; then

@@ -77,7 +77,12 @@ def cmd_train(a: argparse.Namespace) -> int:
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
                        checkpoint_every=a.checkpoint_every, env_kwargs=_json_arg("--env-kwargs", a.env_kwargs),
                        torch_threads=a.torch_threads, max_failures=a.max_failures, step_timeout=a.step_timeout,
-                       tensorboard=a.tensorboard, snapshots=a.snapshots)
+                       tensorboard=a.tensorboard, snapshots=a.snapshots, ray_address=a.ray_address,
+                       ray_workers=a.ray_workers)
+        if a.backend == "ray":  # before the run directory exists: a bad address leaves nothing behind
+            from policygen.rollout.ray_engine import check_address
+
+            check_address(a.ray_address)
         out = a.out or os.path.join("runs", f"{a.algo}-{a.env}-s{a.seed}")
         run = start_run(a.algo, rc, out, preset=a.preset, overrides=_kv(a.set), force=a.force,
                         progress=progress, quiet=a.quiet)
@@ -184,7 +189,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
         hidden = tuple(int(h) for h in a.hidden.split(",") if h.strip())
     except ValueError:
         raise PolicygenError(f"--hidden takes comma-separated widths like 256,256; got {a.hidden!r}") from None
-    print(json.dumps(bench_rollout(a.env, a.policies, hidden, a.seconds, a.backend, a.num_envs, a.seed), indent=2))
+    if a.compare_local and a.backend != "ray":
+        raise PolicygenError(f"--compare-local measures --backend ray beside the local engine; got --backend "
+                             f"{a.backend!r}")
+    ray = dict(ray_address=a.ray_address, ray_workers=a.ray_workers, compare_local=a.compare_local)
+    print(json.dumps(bench_rollout(a.env, a.policies, hidden, a.seconds, a.backend, a.num_envs, a.seed, **ray),
+                     indent=2))
     return 0
 
 
@@ -232,6 +242,14 @@ def cmd_render(a: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --backend ray: cluster to join (HOST:PORT of `ray start --head`, or auto); "
+                        "default: start a local cluster")
+    p.add_argument("--ray-workers", type=NONNEG, default=0, metavar="N",
+                   help="with --backend ray: actors, one CPU each (default 0: one per CPU of the cluster)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -244,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", help="named settings of the algorithm (e.g. paper, fast)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one algorithm setting, repeatable (e.g. --set step_size=0.02)")
-    t.add_argument("--backend", default="auto", help="auto, envpool or gymnasium (default auto)")
+    t.add_argument("--backend", default="auto",
+                   help="auto, envpool, gymnasium, or ray (rollouts spread over Ray actors; default auto)")
+    _ray_flags(t)
     t.add_argument("--num-envs", type=ENVS, default=64, help="environments stepped together (default 64)")
     t.add_argument("--torch-threads", type=NONNEG, default=1,
                    help="torch threads for the updates (default 1: the other core steps the physics; 0 = torch's)")
@@ -350,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--hidden", default="256,256", help="hidden widths, comma separated (default 256,256)")
     br.add_argument("--seconds", type=_finite(positive=True), default=20.0,
                     help="measuring time, split between the two")
-    br.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
+    br.add_argument("--backend", default="auto", help="auto, envpool, gymnasium or ray")
+    _ray_flags(br)
+    br.add_argument("--compare-local", action="store_true",
+                    help="with --backend ray: measure the local engine too, alternated, and report ratio_to_local")
     br.add_argument("--num-envs", type=ENVS, help="env slots (default min(policies, 64))")
     br.add_argument("--seed", type=SEED, default=0)
     br.set_defaults(func=cmd_bench)

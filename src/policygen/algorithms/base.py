@@ -30,7 +30,12 @@ class RunConfig:
     seed: int = 0
     """Seed of everything random in the run; same seed and machine give the same numbers."""
     backend: str = "auto"
-    """Rollout backend: auto (EnvPool when it has the task), envpool or gymnasium."""
+    """Rollout backend: auto (EnvPool when it has the task), envpool, gymnasium, or ray (the engine spread
+    over Ray actors, each with auto environments inside)."""
+    ray_address: str | None = None
+    """With backend ray: the cluster to join (HOST:PORT of `ray start --head`, or auto); None starts a local one."""
+    ray_workers: int = 0
+    """With backend ray: actors (one CPU each) to spread the rollouts over; 0: one per CPU of the cluster."""
     num_envs: int = 64
     """Environment slots the engine steps together."""
     eval_every: int = 10_000

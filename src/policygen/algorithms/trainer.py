@@ -25,6 +25,7 @@ from policygen.algorithms.registry import get_algorithm
 from policygen.envs.make import env_info
 from policygen.errors import EnvFault, PolicygenError
 from policygen.rollout.engine import RolloutEngine
+from policygen.rollout.factory import make_engine
 from policygen.runs.rundir import RunDir
 
 
@@ -113,13 +114,10 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
            quiet: bool) -> RunDir:
     if rc.torch_threads > 0:
         torch.set_num_threads(rc.torch_threads)
-    common = dict(backend=rc.backend, seed=rc.seed, return_convention=algo.return_convention,
-                  env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True),
-                  tolerate_faults=True, step_timeout=rc.step_timeout)
-    engine = RolloutEngine(rc.env_id, algo.spec, num_envs=rc.num_envs, **common)
+    engine = _engine(rc, algo, rc.num_envs)
     # evaluation has its own environments, reseeded per evaluation: how often a run evaluates must not
     # change what it trains on (shared slots would hand training episodes other initial states)
-    eval_engine = RolloutEngine(rc.env_id, algo.spec, num_envs=max(1, min(rc.eval_episodes, 16)), **common)
+    eval_engine = _engine(rc, algo, max(1, min(rc.eval_episodes, 16)))
     eval_engine.obs_stats = engine.obs_stats  # the same object: evaluations use the current statistics
     loop = _Loop(next_eval=rc.eval_every)
     if state is not None:
@@ -199,6 +197,16 @@ def _tensorboard(run: RunDir, rc: RunConfig, resumed_at: int | None):
 
     # rows after the checkpoint were cut from metrics.csv; purge their events too
     return TensorBoardLog(run.path / "tensorboard", purge_step=None if resumed_at is None else resumed_at + 1)
+
+
+def _engine(rc: RunConfig, algo: Algorithm, num_envs: int):
+    """The run's engine: local, or over Ray for backend ray (same interface; both engines share its actors).
+    Training engines tolerate faulty environments: a spoiled episode is marked failed and counted."""
+    return make_engine(rc.env_id, algo.spec, num_envs=num_envs, backend=rc.backend, seed=rc.seed,
+                       ray_address=rc.ray_address, ray_workers=rc.ray_workers,
+                       return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
+                       normalize_obs=getattr(algo, "normalize_obs", True), tolerate_faults=True,
+                       step_timeout=rc.step_timeout)
 
 
 def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict:

@@ -17,6 +17,8 @@ from policygen.envs.make import check_env_id, make_gymnasium
 from policygen.errors import EnvFault, PolicygenError
 
 BACKENDS = ("auto", "envpool", "gymnasium")
+ENGINE_BACKENDS = (*BACKENDS, "ray")
+"""What ``--backend`` accepts: the environment backends, and ray (the engine spread over Ray actors)."""
 
 
 def envpool_has(env_id: str) -> bool:
@@ -28,8 +30,12 @@ def envpool_has(env_id: str) -> bool:
 
 
 def resolve_backend(name: str, env_id: str) -> str:
+    if name == "ray":
+        raise PolicygenError("backend 'ray' spreads the whole engine over Ray actors: build it with "
+                             "policygen.rollout.make_engine (train and bench rollout take --backend ray); "
+                             f"environment backends are {list(BACKENDS)}")
     if name not in BACKENDS:
-        raise PolicygenError(f"backend {name!r} is not one of {list(BACKENDS)}")
+        raise PolicygenError(f"backend {name!r} is not one of {list(ENGINE_BACKENDS)}")
     check_env_id(env_id)
     if name == "auto":
         return "envpool" if envpool_has(env_id) else "gymnasium"
