@@ -35,7 +35,7 @@ md = [f"# Reliability (issue 8)", "",
       f"- SIGKILLs survived with identical metrics.csv rows and summary after resume: **{res['sigkills_survived']}** "
       f"({len(kill_tests)} algorithms x 7)",
       f"- fuzzed files: **{counts.get('files', '?')}**, fuzzed command lines: **{counts.get('command_lines', '?')}**, "
-      f"of which ended in a documented error: {counts.get('documented_errors', '?')} (the rest loaded or ran); "
+      f"documented errors raised: {counts.get('documented_errors', '?')} (a file goes through up to three readers; the rest loaded or ran); "
       f"tracebacks or hangs: {len([f for f in failed if 'fuzz' in f])}",
       f"- injected fault cases (raise / NaN obs / inf reward / hang / disk full / too many failures / memory): "
       f"{len(res['fault_tests_passed'])} passed, data lost in none (each test checks the buffers, statistics and "
