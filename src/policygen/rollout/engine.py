@@ -42,6 +42,17 @@ class RolloutResult:
     """Statistics of the observations the policies acted on in this call."""
 
 
+def checked_env(env_id: str, spec: MLPSpec, return_convention: str, env_kwargs: dict | None) -> EnvInfo:
+    """The env's info, once the return convention is known and the policy fits the env (any engine)."""
+    if return_convention not in RETURN_CONVENTIONS:
+        raise PolicygenError(f"return convention {return_convention!r} is not one of {list(RETURN_CONVENTIONS)}")
+    info = env_info(env_id, env_kwargs)
+    if spec.obs_dim != info.obs_dim or spec.act_dim != info.act_dim:
+        raise PolicygenError(f"policy {spec.describe()} does not fit {env_id} (obs {info.obs_dim}, "
+                             f"act {info.act_dim})")
+    return info
+
+
 class RolloutEngine:
     """Evaluates batches of policies of one architecture on one environment.
 
@@ -54,13 +65,7 @@ class RolloutEngine:
                  return_convention: str = "standard", normalize_obs: bool = True,
                  env_kwargs: dict | None = None, num_threads: int | None = None, tolerate_faults: bool = False,
                  step_timeout: float = 0.0):
-        if return_convention not in RETURN_CONVENTIONS:
-            raise PolicygenError(f"return convention {return_convention!r} is not one of "
-                                 f"{list(RETURN_CONVENTIONS)}")
-        self.info: EnvInfo = env_info(env_id, env_kwargs)
-        if spec.obs_dim != self.info.obs_dim or spec.act_dim != self.info.act_dim:
-            raise PolicygenError(f"policy {spec.describe()} does not fit {env_id} (obs {self.info.obs_dim}, "
-                                 f"act {self.info.act_dim})")
+        self.info: EnvInfo = checked_env(env_id, spec, return_convention, env_kwargs)
         self.env_id, self.spec, self.num_envs = env_id, spec, int(num_envs)
         self.backend_name = resolve_backend(backend, env_id)
         self.env_kwargs, self.num_threads = env_kwargs, num_threads

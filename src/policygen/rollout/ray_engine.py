@@ -32,12 +32,12 @@ import warnings
 import numpy as np
 import torch
 
-from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo, env_info
+from policygen.envs.make import EnvInfo
 from policygen.envs.stats import RunningStats
 from policygen.errors import PolicygenError
 from policygen.policies.flat_mlp import MLPSpec
 from policygen.rollout.backends import resolve_backend
-from policygen.rollout.engine import RolloutEngine, RolloutResult
+from policygen.rollout.engine import RolloutEngine, RolloutResult, checked_env
 
 RAY_MISSING = "the ray backend needs Ray, which is not installed: pip install 'policygen[ray]' (or pip install ray)"
 
@@ -169,15 +169,9 @@ class RayRolloutEngine:
                  env_kwargs: dict | None = None, num_threads: int | None = None,
                  address: str | None = None, workers: int | None = None, max_retries: int | None = None,
                  tolerate_faults: bool = False, step_timeout: float = 0.0):
-        if return_convention not in RETURN_CONVENTIONS:
-            raise PolicygenError(f"return convention {return_convention!r} is not one of "
-                                 f"{list(RETURN_CONVENTIONS)}")
         if workers is not None and workers < 0:
             raise PolicygenError(f"--ray-workers must be >= 1 (0 or unset: one per CPU), got {workers}")
-        self.info: EnvInfo = env_info(env_id, env_kwargs)
-        if spec.obs_dim != self.info.obs_dim or spec.act_dim != self.info.act_dim:
-            raise PolicygenError(f"policy {spec.describe()} does not fit {env_id} (obs {self.info.obs_dim}, "
-                                 f"act {self.info.act_dim})")
+        self.info: EnvInfo = checked_env(env_id, spec, return_convention, env_kwargs)
         self.env_id, self.spec, self.num_envs = env_id, spec, int(num_envs)
         self.inner_backend = resolve_backend(backend, env_id)
         self.return_convention, self.normalize_obs = return_convention, normalize_obs
