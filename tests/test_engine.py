@@ -124,3 +124,16 @@ def test_same_seed_same_numbers_on_envpool():
         eng = RolloutEngine("Hopper-v5", spec, num_envs=8, seed=3)
         runs.append([eng.evaluate(thetas, update_stats=True).returns for _ in range(2)])
     np.testing.assert_array_equal(np.array(runs[0]), np.array(runs[1]))
+
+
+def test_bench_rollout_reports_the_engine_beside_the_raw_backend():
+    from policygen.analysis.bench import bench_rollout
+
+    out = bench_rollout("InvertedPendulum-v5", policies=8, hidden=(16,), seconds=0.4, backend="gymnasium",
+                        num_envs=4)
+    for key in ("engine_steps_per_s", "raw_steps_per_s", "ratio", "backend", "num_envs"):
+        assert key in out
+    assert out["ratio"] == pytest.approx(out["engine_steps_per_s"] / out["raw_steps_per_s"])
+    assert 0 < out["slot_utilisation"] <= 1 and 0 < out["backend_share"] <= 1
+    # the backend's calls alone bound the engine: removing everything else can only raise the ratio
+    assert out["backend_only_ratio"] >= out["ratio"]

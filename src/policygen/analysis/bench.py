@@ -101,6 +101,9 @@ def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: 
         "policies": policies, "hidden": list(hidden), "params_per_policy": spec.num_params, "seconds": seconds,
         "engine_steps_per_s": e, "raw_steps_per_s": r, "ratio": e / r, **out, "engine_calls": calls,
         "slot_utilisation": utilisation, "backend_share": float(np.mean(in_backend)),
+        # the ratio if the forward and the engine's bookkeeping cost nothing: the backend calls alone, stepping
+        # the slots this workload keeps busy at each step (few, in a call's tail of long episodes)
+        "backend_only_ratio": e / r / max(float(np.mean(in_backend)), 1e-9),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
     }
