@@ -85,3 +85,10 @@ def test_run_directory_lock_and_refusals(tmp_path):
     (tmp_path / "bad" / "config.json").write_text("{not json")
     with pytest.raises(PolicygenError, match="corrupt JSON"):
         RunDir.open(tmp_path / "bad")
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    atomic_write_bytes(tmp_path / "policy.bin", b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "policy.bin").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -20,6 +20,15 @@ STATE_FORMAT = "policygen-state"
 STATE_VERSION = "1"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, rename over it, fsync the folder.
 
@@ -33,6 +42,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a written file gets the usual mode
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
