@@ -269,6 +269,28 @@ def _suite_parser(bsub) -> None:
     s.set_defaults(func=cmd_suite)
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from policygen.analysis.report import build_report
+
+    result = build_report(a.inputs, a.out, a.env)
+    for line in result["skipped"]:
+        print(f"policygen: skipped {line}", file=sys.stderr)
+    for line in result["notes"]:
+        print(f"policygen: note: {line}", file=sys.stderr)
+    figures = [f for e in result["envs"].values() for f in e["figures"].values()]
+    print(json.dumps({"report": str(Path(a.out) / "report.md"), "figures": figures, "runs_used": result["runs_used"],
+                      "skipped": result["skipped"], "envs": list(result["envs"])}, indent=2))
+    return 0
+
+
+def _report_parser(sub) -> None:
+    r = sub.add_parser("report", help="benchmark report (Markdown + PNGs) from run directories or suite folders")
+    r.add_argument("inputs", nargs="+", metavar="RUNS_OR_SUITE_DIR", help="run directories, or folders of them")
+    r.add_argument("--out", required=True, help="folder for report.md, report.json and the figures (overwritten)")
+    r.add_argument("--env", help="only the runs of this env id (the others are listed as skipped)")
+    r.set_defaults(func=cmd_report)
+
+
 def _ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --backend ray: cluster to join (HOST:PORT of `ray start --head`, or auto); "
@@ -407,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--seed", type=SEED, default=0)
     br.set_defaults(func=cmd_bench)
     _suite_parser(bsub)
+    _report_parser(sub)
     return p
 
 
