@@ -63,6 +63,7 @@ def test_baseline_writes_a_valid_run_directory(algo, tmp_path, capsys):
     (["train", "udrl", "--env", "NoSuchEnv-v0"], "unknown environment id"),
     (["train", "sac", "--env", "policygen-tests/Stub-v0", "--backend", "envpool"], "steps one Gymnasium"),
     (["train", "td3", "--env", "policygen-tests/Stub-v0", "--set", "nope=1"], "has no setting 'nope'"),
+    (["train", "udrl", "--env", "policygen-tests/Stub-v0", "--tensorboard"], "not supported"),
     (["train", "udrl", "--env", "policygen-tests/Stub-v0", "--set", "head=beta"], "head must be gaussian"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, says, tmp_path, capsys):

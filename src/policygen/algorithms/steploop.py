@@ -43,6 +43,9 @@ class StepAlgorithm(Algorithm):
         if rc.backend not in STEP_BACKENDS:
             raise PolicygenError(f"{self.name} steps one Gymnasium environment itself; --backend {rc.backend!r} "
                                  f"is for policygen's rollout engine (use auto or gymnasium)")
+        if rc.snapshots or rc.tensorboard:
+            raise PolicygenError(f"{self.name} is a step-based baseline: --snapshots and --tensorboard are not "
+                                 f"supported for it (its evaluations are in metrics.csv)")
 
     def setup(self, rc: RunConfig, run_path: Path, state: dict | None) -> None:
         """Build the training environment and the learner; restore ``state`` (a checkpoint's ``algo``)."""
