@@ -111,3 +111,21 @@ def test_learning_curve_band_is_bounded_by_the_runs(runs):
     assert grid[0] == 1000 and grid[-1] == 5000
     ends = np.array([r.final for r in gogepo])
     assert mean[-1] == pytest.approx(ends.mean()) and ends.min() <= lo[-1] <= hi[-1] <= ends.max()
+
+
+def test_report_reads_real_runs_of_ours_and_of_a_baseline_alike(tiny_run, tmp_path, capsys):
+    """A real ARS run (InvertedPendulum-v5) and a real UDRL run (the stub) in one report: two tables."""
+    import shutil
+
+    root = tmp_path / "real"
+    shutil.copytree(tiny_run("ars"), root / "ars")
+    assert main(["train", "udrl", "--env", "policygen-tests/Stub-v0", "--steps", "300", "--eval-every", "150",
+                 "--eval-episodes", "2", "--set", "hidden=8", "--set", "n_warmup_episodes=3", "--set",
+                 "n_updates_per_iter=2", "--out", str(root / "udrl"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(root), "--out", str(tmp_path / "rep")]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["runs_used"] == 2 and not report["skipped"]
+    assert set(report["envs"]) == {"InvertedPendulum-v5", "policygen-tests/Stub-v0"}
+    summary = json.loads((root / "udrl" / "summary.json").read_text())
+    assert report["envs"]["policygen-tests/Stub-v0"]["table"][0]["iqm"] == pytest.approx(summary["final_eval_return"])
