@@ -134,7 +134,7 @@ class SB3Algorithm(StepAlgorithm):
             self._loss = state.get("loss")
         except (KeyError, TypeError, ValueError) as e:
             raise PolicygenError(f"{run_path}: checkpoint of the SB3 model is damaged ({e})") from None
-        self.model.set_random_seed(rc.seed + self.model.num_timesteps)
+        self.model.set_random_seed((rc.seed + self.model.num_timesteps) % 2**32)
 
     # --- the loop's interface --------------------------------------------------------------------
     def learn(self, total_steps: int, on_step) -> None:
