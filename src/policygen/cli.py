@@ -242,6 +242,55 @@ def cmd_render(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suite(a: argparse.Namespace) -> int:
+    from policygen.analysis.suites import cells, load_suite, parse_list, run_suite, suite_table
+
+    todo = cells(load_suite(a.name), parse_list(a.algos), parse_list(a.envs), parse_list(a.seeds, int))
+    if a.list:
+        print(suite_table(Path(a.out), todo))
+        return 0
+    result = run_suite(a.name, a.out, a.jobs, todo, echo=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2))
+    return 1 if result["failed"] else 0
+
+
+def _suite_parser(bsub) -> None:
+    from policygen.analysis.suites import SUITES
+
+    s = bsub.add_parser("suite", help="run a declared grid of (algorithm, env, seed, budget) as a resumable queue")
+    s.add_argument("name", help=f"suite: {', '.join(SUITES)}, or a .json file of the same shape")
+    s.add_argument("--out", required=True, help="suite folder: runs/ENV-ALGO-sSEED, logs/, suite.json")
+    s.add_argument("--jobs", type=COUNT, default=2, help="training processes at once (default 2)")
+    s.add_argument("--list", action="store_true", help="list the cells and their state (done, partial, pending, "
+                   "running) without running anything")
+    s.add_argument("--algos", help="only these algorithms of the grid, comma separated")
+    s.add_argument("--envs", help="only these envs of the grid, comma separated")
+    s.add_argument("--seeds", help="only these seeds of the grid, comma separated")
+    s.set_defaults(func=cmd_suite)
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from policygen.analysis.report import build_report
+
+    result = build_report(a.inputs, a.out, a.env)
+    for line in result["skipped"]:
+        print(f"policygen: skipped {line}", file=sys.stderr)
+    for line in result["notes"]:
+        print(f"policygen: note: {line}", file=sys.stderr)
+    figures = [f for e in result["envs"].values() for f in e["figures"].values()]
+    print(json.dumps({"report": str(Path(a.out) / "report.md"), "figures": figures, "runs_used": result["runs_used"],
+                      "skipped": result["skipped"], "envs": list(result["envs"])}, indent=2))
+    return 0
+
+
+def _report_parser(sub) -> None:
+    r = sub.add_parser("report", help="benchmark report (Markdown + PNGs) from run directories or suite folders")
+    r.add_argument("inputs", nargs="+", metavar="RUNS_OR_SUITE_DIR", help="run directories, or folders of them")
+    r.add_argument("--out", required=True, help="folder for report.md, report.json and the figures (overwritten)")
+    r.add_argument("--env", help="only the runs of this env id (the others are listed as skipped)")
+    r.set_defaults(func=cmd_report)
+
+
 def _ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --backend ray: cluster to join (HOST:PORT of `ray start --head`, or auto); "
@@ -255,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an algorithm; writes a run directory")
-    t.add_argument("algo", nargs="?", help="ars, gogepo or udrlpg")
+    t.add_argument("algo", nargs="?", help="ars, gogepo, udrlpg; baselines: td3, sac, ddpg (SB3), ars-sb3 "
+                   "(sb3-contrib), udrl (classic Upside-Down RL)")
     t.add_argument("--env", help="Gymnasium env id with a continuous action space, e.g. Hopper-v5")
     t.add_argument("--steps", type=COUNT, default=100_000, help="env steps used for learning (default 100000)")
     t.add_argument("--seed", type=SEED, default=0, help="seed of the whole run (default 0)")
@@ -270,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads for the updates (default 1: the other core steps the physics; 0 = torch's)")
     t.add_argument("--eval-every", type=COUNT, help="evaluate every N env steps (default steps/20)")
     t.add_argument("--eval-episodes", type=COUNT, default=10, help="episodes per evaluation (default 10)")
-    t.add_argument("--checkpoint-every", type=COUNT, default=20, help="checkpoint every N iterations (default 20)")
+    t.add_argument("--checkpoint-every", type=COUNT, default=20, help="checkpoint every N iterations (default 20; "
+                   "the step-based baselines checkpoint at every evaluation)")
     t.add_argument("--max-failures", type=NONNEG, default=100,
                    help="episodes the env may spoil (raise, NaN/inf, hang) before the run stops (default 100)")
     t.add_argument("--step-timeout", type=_finite(), default=60.0,
@@ -377,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--num-envs", type=ENVS, help="env slots (default min(policies, 64))")
     br.add_argument("--seed", type=SEED, default=0)
     br.set_defaults(func=cmd_bench)
+    _suite_parser(bsub)
+    _report_parser(sub)
     return p
 
 

@@ -101,6 +101,10 @@ def restore(path: str, algo: Algorithm, state: dict) -> tuple[RunningStats, int]
 def load_run(path: str, snapshot: str | None = None) -> LoadedRun:
     """The run restored from its latest checkpoint, or from the snapshot file ``snapshot`` in checkpoints/."""
     run, rc, algo = open_run(path)
+    if getattr(algo, "step_based", False):
+        raise PolicygenError(f"{path}: a {run.config['algorithm']} run (a step-based baseline, no policy vector); "
+                             f"generate/evaluate/sweep/map/render take ars, gogepo and udrlpg runs; its "
+                             f"evaluations are in metrics.csv and summary.json")
     if not run.has_checkpoint():
         raise PolicygenError(f"{path}: no checkpoint yet (checkpoints/latest.safetensors is missing)")
     stats, env_steps = restore(path, algo, run.load_checkpoint(snapshot))

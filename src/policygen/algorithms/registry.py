@@ -10,6 +10,12 @@ ALGORITHMS = {
     "ars": "policygen.algorithms.ars:ARS",
     "gogepo": "policygen.algorithms.gogepo:GoGePo",
     "udrlpg": "policygen.algorithms.udrlpg:UDRLPG",
+    # step-based baselines (algorithms/steploop.py): SB3's, sb3-contrib's ARS, classic Upside-Down RL
+    "td3": "policygen.algorithms.sb3:TD3",
+    "sac": "policygen.algorithms.sb3:SAC",
+    "ddpg": "policygen.algorithms.sb3:DDPG",
+    "ars-sb3": "policygen.algorithms.sb3:ARSSB3",
+    "udrl": "policygen.algorithms.udrl:UDRL",
 }
 
 

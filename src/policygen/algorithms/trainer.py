@@ -32,7 +32,7 @@ from policygen.runs.rundir import RunDir
 def versions() -> dict:
     out = {"policygen": policygen.__version__, "python": platform.python_version(), "torch": torch.__version__,
            "numpy": np.__version__}
-    for mod in ("gymnasium", "mujoco", "envpool"):
+    for mod in ("gymnasium", "mujoco", "envpool", "stable_baselines3", "sb3_contrib"):
         m = sys.modules.get(mod)
         if m is not None:
             out[mod] = getattr(m, "__version__", "?")
@@ -71,8 +71,11 @@ def start_run(algo_name: str, run_cfg: RunConfig, out: str, preset: str | None =
               overrides: dict[str, str] | None = None, force: bool = False, progress: bool | None = None,
               quiet: bool = False) -> RunDir:
     algo, cfg, preset = build(algo_name, run_cfg, preset, overrides)
+    if getattr(algo, "step_based", False):
+        algo.check_run(run_cfg)  # before the run directory exists: a bad setting leaves nothing behind
     config = {"algorithm": algo_name, "preset": preset, "run": asdict(run_cfg), "algo": asdict(cfg),
-              "policy": algo.spec.to_dict(), "return_convention": algo.return_convention,
+              "policy": algo.spec.to_dict() if algo.spec is not None else None,
+              "return_convention": algo.return_convention,
               "versions": versions(), "commit": git_commit()}
     run = RunDir.create(out, config, force=force)
     try:
@@ -105,6 +108,8 @@ class _Loop:
     last_eval: dict | None = None
     recent_evals: list = field(default_factory=list)
     """Returns of the last ``LAST_EVALS`` evaluations (the paper's "last returns" average)."""
+    best_train: float = -math.inf
+    """Best training-episode return so far (step-based baselines; the others keep their own)."""
 
 
 LAST_EVALS = 20
@@ -112,6 +117,16 @@ LAST_EVALS = 20
 
 def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, progress: bool | None,
            quiet: bool) -> RunDir:
+    if getattr(algo, "step_based", False):
+        from policygen.algorithms.steploop import train_steps
+
+        start = int(state["env_steps"]) if isinstance(state, dict) and "env_steps" in state else 0
+        bar = _progress(rc.steps, start, progress, quiet)
+        try:
+            loop, env_steps = train_steps(run, algo, rc, state, bar)
+        finally:
+            bar.close()
+        return _finish(run, algo, rc, loop, env_steps)
     if rc.torch_threads > 0:
         torch.set_num_threads(rc.torch_threads)
     engine = _engine(rc, algo, rc.num_envs)
@@ -176,10 +191,15 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
         eval_engine.close()
     loop.wall_s = time.perf_counter() - t0
     _checkpoint(run, algo, engine, loop)
+    return _finish(run, algo, rc, loop, engine.env_steps)
+
+
+def _finish(run: RunDir, algo: Algorithm, rc: RunConfig, loop: _Loop, env_steps: int) -> RunDir:
+    """Write summary.json (the keys DESIGN.md promises), which marks the run complete."""
     cfg, ev = run.config, loop.last_eval or {}
     run.write_summary({
         "algorithm": cfg["algorithm"], "preset": cfg.get("preset"), "env_id": rc.env_id, "seed": rc.seed,
-        "env_steps": engine.env_steps, "iterations": loop.iteration, "wall_s": loop.wall_s,
+        "env_steps": env_steps, "iterations": loop.iteration, "wall_s": loop.wall_s,
         "final_eval_return": ev.get("eval_return"), "final_eval_return_std": ev.get("eval_return_std"),
         "final_eval_command": ev.get("eval_command"),
         "best_eval_return": loop.best_eval if ev else None, "failures": loop.failures,

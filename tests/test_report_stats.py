@@ -1,0 +1,61 @@
+"""IQM, stratified bootstrap CIs and the probability of improvement against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policygen.analysis.stats import bootstrap_ci, iqm, mean_band, poi_ci, probability_of_improvement
+
+
+def test_iqm_by_hand():
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)  # drops 1, 2 and 7, 8: mean(3, 4, 5, 6)
+    assert iqm([1, 2, 3, 4, 100]) == pytest.approx(3.0)  # drops one each side: mean(2, 3, 4)
+    assert iqm([[1, 10], [2, 20], [3, 30], [4, 40]]) == pytest.approx((3 + 4 + 10 + 20) / 4)  # all 8 scores pooled
+    with pytest.raises(ValueError):
+        iqm([1.0, float("nan")])
+
+
+def test_bootstrap_ci_matches_the_exact_resampling_distribution():
+    """Runs [0, 0, 0, 10]: a resample holds k tens, k ~ Binomial(4, 1/4). Its IQM (mean of the middle two) is
+    0 for k <= 1 (P = 0.738), 5 for k = 2 (P = 0.211), 10 for k >= 3 (P = 0.051): so the 2.5th percentile is 0
+    and the 97.5th is 10, since P(IQM <= 5) = 0.949 < 0.975. The point estimate is IQM = 0."""
+    assert bootstrap_ci([0, 0, 0, 10], reps=4000, seed=1) == (0.0, 0.0, 10.0)
+    # the mean: k tens give 2.5 k; P(k <= 2) = 0.949, P(k <= 3) = 0.996, so the interval is [0, 7.5]
+    assert bootstrap_ci([0, 0, 0, 10], stat=lambda a: float(np.mean(a)), reps=4000, seed=1) == (2.5, 0.0, 7.5)
+
+
+def test_bootstrap_is_stratified_by_task():
+    """Task 0 scores all 1, task 1 all 5: resampling within each task keeps every resample's mean at 3
+    (pooled resampling would not)."""
+    scores = np.array([[1, 5], [1, 5], [1, 5]])
+    assert bootstrap_ci(scores, stat=lambda a: float(np.mean(a)), reps=500) == (3.0, 3.0, 3.0)
+    assert bootstrap_ci([7, 7, 7]) == (7.0, 7.0, 7.0)
+
+
+def test_probability_of_improvement_by_hand():
+    # pairs of [1, 2, 3] against [2, 2]: (1,2) 0 twice, (2,2) 1/2 twice, (3,2) 1 twice: 3/6
+    assert probability_of_improvement([1, 2, 3], [2, 2]) == pytest.approx(0.5)
+    assert probability_of_improvement([3, 4], [1, 2]) == 1.0
+    assert probability_of_improvement([1, 2, 4], [3]) == pytest.approx(1 / 3)
+    x, y = [5.0, 1.0, 3.0, 3.0], [2.0, 3.0, 4.0]
+    assert probability_of_improvement(x, y) + probability_of_improvement(y, x) == pytest.approx(1.0)
+    # two tasks: 1 on the first, 0 on the second -> 1/2
+    assert probability_of_improvement([[2, 0], [3, 0]], [[1, 1]]) == pytest.approx(0.5)
+    p, lo, hi = poi_ci([1, 1, 1], [1, 1])
+    assert (p, lo, hi) == (0.5, 0.5, 0.5)
+    p, lo, hi = poi_ci([1, 2, 3, 4], [2, 3, 4, 5], reps=500)
+    assert lo <= p <= hi and 0 <= lo < hi <= 1
+
+
+def test_mean_band():
+    curves = np.array([[0.0, 1.0, 2.0], [0.0, 3.0, 2.0]])
+    mean, lo, hi = mean_band(curves, reps=400)
+    assert mean.tolist() == [0.0, 2.0, 2.0]
+    assert lo[0] == hi[0] == 0.0 and lo[2] == hi[2] == 2.0  # no spread, no band
+    assert lo[1] == 1.0 and hi[1] == 3.0  # two runs: a resample is both 1s, both 3s, or one each
+
+
+def test_vectorised_iqm_bootstrap_equals_the_generic_one():
+    scores = np.random.default_rng(3).normal(size=(7, 2))
+    assert bootstrap_ci(scores, reps=300, seed=5) == pytest.approx(bootstrap_ci(scores, stat=iqm, reps=300, seed=5))
