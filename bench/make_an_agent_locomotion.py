@@ -126,6 +126,7 @@ def write(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = sorted(result["pairs"])
+    stage_times = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in result["stages"].items())
     md = [f"# Make-An-Agent, {result['env_id']}: prompt quality -> generated quality", "",
           f"{result['date']}, {result['machine']}, commit {result['commit']}, load average "
           f"{result['load_average_start'][0]:.1f} at start, {result['load_average_end'][0]:.1f} at end.", "",
@@ -140,7 +141,7 @@ def write(result: dict, out: Path) -> None:
           f"with loading the run and writing 100 files: {result['generate_100_files_s_with_model_load']:.2f} s",
           f"- wall: ARS runs {result['ars_wall_s']:.0f} s (0 if they existed), collect {result['collect_wall_s']:.0f} s, "
           f"stages {result['stages_wall_s']:.0f} s "
-          f"({', '.join(f'{k} {v['wall_s']:.0f} s' for k, v in result['stages'].items())})", "",
+          f"({stage_times})", "",
           "| prompt return | generated return |", "|---:|---:|"]
     md += [f"| {p:.1f} | {g:.1f} |" for p, g in rows]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
