@@ -8,7 +8,8 @@
    Spearman between the prompt episode's return and the generated policy's mean return (target >= 0.8);
 5. seconds to generate and decode 100 policies (model loaded; files not written), and with the 100 files.
 
-    PYTHONPATH=src python bench/make_an_agent_locomotion.py --root runs/maa-bench --out bench/results/make-an-agent-hopper
+    PYTHONPATH=src python bench/make_an_agent_locomotion.py --root runs/maa-bench \
+        --out bench/results/make-an-agent-hopper
 """
 
 from __future__ import annotations
@@ -87,10 +88,12 @@ def main() -> None:
     t0 = time.perf_counter()
     collect(runs[:-1], str(root / "data-train"), a.copies, 0.5, seed=0, log=print)
     collect(runs[-1:], str(root / "data-heldout"), a.heldout_copies, 0.5, seed=1, log=print)
+    collect(runs[:-1], str(root / "data-seen"), 1, 0.5, seed=2, log=print)
     collect_s = time.perf_counter() - t0
     overrides = dict(kv.split("=", 1) for kv in a.set)
     run = train_make_an_agent(str(root / "data-train"), str(root / "maa"), overrides, log=print)
     model = load_make_an_agent(str(run.path))
+    seen = correlation(model, root / "data-seen", a.env, a.episodes)
     prompts = read_prompts(root / "data-heldout", model.spec, model.layout)
     k = len(prompts["prompt_obs"])
     thetas, which = model.generate(prompts, k, seed=0)
@@ -100,7 +103,8 @@ def main() -> None:
     result = {
         "date": datetime.fromtimestamp(t_start, UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
         "commit": git_commit(), "load_average_start": load0, "load_average_end": os.getloadavg(),
-        "env_id": a.env, "policy": model.spec.describe(), "params": model.spec.num_params,
+        "env_id": a.env, "heldout_seed": a.heldout_seed, "train_seeds": seeds,
+        "policy": model.spec.describe(), "params": model.spec.num_params,
         "train_records": run.summary["records"], "heldout_prompts": k, "episodes_per_policy": a.episodes,
         "spearman_prompt_vs_generated": rho,
         "mean_abs_error": float(np.mean(np.abs(prompts["returns"][which] - gen_returns))),
@@ -108,9 +112,22 @@ def main() -> None:
         "ars_wall_s": ars_s, "collect_wall_s": collect_s, "stages": run.summary["stages"],
         "stages_wall_s": run.summary["wall_s"], **timing,
         "pairs": [[float(prompts["returns"][w]), float(g)] for w, g in zip(which, gen_returns, strict=True)],
+        "seen_checkpoints": seen,
         "command": " ".join(sys.argv),
     }
     write(result, Path(a.out))
+
+
+def correlation(model, prompt_dir: Path, env: str, episodes: int) -> dict:
+    """Prompts from the training runs' checkpoints, but fresh episodes and fresh noisy copies."""
+    prompts = read_prompts(prompt_dir, model.spec, model.layout)
+    thetas, which = model.generate(prompts, len(prompts["prompt_obs"]), seed=0)
+    gen = evaluate(model, thetas, env, episodes, seed=10)
+    rets = prompts["returns"][which]
+    return {"prompts": len(rets), "spearman_prompt_vs_generated": float(spearmanr(rets, gen).statistic),
+            "mean_abs_error": float(np.mean(np.abs(rets - gen))),
+            "prompt_return_range": [float(rets.min()), float(rets.max())],
+            "pairs": [[float(r), float(g)] for r, g in zip(rets, gen, strict=True)]}
 
 
 def time_generation(model, prompts, root: Path) -> dict:
@@ -126,23 +143,30 @@ def write(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = sorted(result["pairs"])
+    seen = result["seen_checkpoints"]
     stage_times = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in result["stages"].items())
     md = [f"# Make-An-Agent, {result['env_id']}: prompt quality -> generated quality", "",
           f"{result['date']}, {result['machine']}, commit {result['commit']}, load average "
           f"{result['load_average_start'][0]:.1f} at start, {result['load_average_end'][0]:.1f} at end.", "",
           f"`{result['command']}`", "",
           f"- policy {result['policy']} ({result['params']} parameters); {result['train_records']} training records; "
-          f"{result['heldout_prompts']} held-out prompts (a run never seen in training), one policy each, "
+          f"{result['heldout_prompts']} held-out prompts (from ARS seed {result['heldout_seed']}, a run never seen "
+          f"in training), one policy each, "
           f"{result['episodes_per_policy']} episodes",
           f"- **Spearman(prompt return, generated return) = {result['spearman_prompt_vs_generated']:.3f}** "
           f"(target >= 0.8); mean |error| {result['mean_abs_error']:.0f} over prompt returns "
           f"{result['prompt_return_range'][0]:.0f}..{result['prompt_return_range'][1]:.0f}",
+          f"- prompts from the training runs' checkpoints (fresh episodes, fresh noisy copies; "
+          f"{seen['prompts']} prompts, returns {seen['prompt_return_range'][0]:.0f}.."
+          f"{seen['prompt_return_range'][1]:.0f}): Spearman **{seen['spearman_prompt_vs_generated']:.3f}**, "
+          f"mean |error| {seen['mean_abs_error']:.0f}",
           f"- generate + decode 100 policies: **{result['generate_decode_100_s']:.2f} s** (model loaded); "
           f"with loading the run and writing 100 files: {result['generate_100_files_s_with_model_load']:.2f} s",
-          f"- wall: ARS runs {result['ars_wall_s']:.0f} s (0 if they existed), collect {result['collect_wall_s']:.0f} s, "
+          f"- wall: ARS runs {result['ars_wall_s']:.0f} s (0 if they existed), "
+          f"collect {result['collect_wall_s']:.0f} s, "
           f"stages {result['stages_wall_s']:.0f} s "
           f"({stage_times})", "",
-          "| prompt return | generated return |", "|---:|---:|"]
+          "Held-out prompts:", "", "| prompt return | generated return |", "|---:|---:|"]
     md += [f"| {p:.1f} | {g:.1f} |" for p, g in rows]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md[:12]))

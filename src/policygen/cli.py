@@ -64,10 +64,9 @@ ENVS = _int_at_least(1, 65536)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from policygen import cli_make_an_agent as maa
     from policygen.algorithms.base import RunConfig
     from policygen.algorithms.trainer import resume_run, start_run
-
-    from policygen import cli_make_an_agent as maa
 
     if a.algo == "make-an-agent" or maa.is_make_an_agent_run(a.resume):
         return maa.cmd_train_make_an_agent(a)
@@ -124,10 +123,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from policygen.analysis.sweep import outside_note, seen_range
     from policygen.policies.io import save_policy
 
-    if a.prompt is not None:
-        from policygen.cli_make_an_agent import cmd_generate_prompted
+    from policygen import cli_make_an_agent as maa
 
-        return cmd_generate_prompted(a)
+    if a.prompt is not None or maa.is_make_an_agent_run(a.run_dir):
+        return maa.cmd_generate_prompted(a)
     loaded = load_run(a.run_dir)
     policy = loaded.policy(a.command)
     path = save_policy(policy, a.out, force=a.force)
@@ -311,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--command", type=_finite(),
                    help="desired return (the run's convention); without it, the run's evaluation policy "
                         "(a generator's output for the best return seen, ARS's current policy)")
-    g.add_argument("--out", required=True, help="policy file (a folder with --prompt): .safetensors (policygen), .pt (TorchScript, needs "
+    g.add_argument("--out", required=True, help="policy file (a folder with --prompt): .safetensors (policygen), "
+                   ".pt (TorchScript, needs "
                    "only torch) or .onnx (needs only onnxruntime); a missing folder is created")
     g.add_argument("--force", action="store_true", help="overwrite an existing file")
     maa.add_generate_flags(g, COUNT, SEED)

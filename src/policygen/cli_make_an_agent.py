@@ -44,6 +44,9 @@ def cmd_generate_prompted(a: argparse.Namespace) -> int:
 
     from policygen.algorithms.make_an_agent.generate import generate_policies
 
+    if a.prompt is None:
+        raise PolicygenError(f"{a.run_dir} is a make-an-agent run: it generates from behaviour prompts; pass "
+                             f"--prompt FILE (policygen prompt) or a data set folder")
     if a.command is not None:
         raise PolicygenError("--prompt (make-an-agent) and --command (return-conditioned generators) exclude "
                              "each other")

@@ -77,8 +77,8 @@ def check_prompts(what: str, p: dict, spec: MLPSpec, layout: PromptLayout) -> No
     for key, shape in want.items():
         got = tuple(p[key].shape)
         if got != shape:
-            detail = (f"observation size {got[-1]} but the run's policies take {spec.obs_dim}" if key != "prompt_actions"
-                      else f"action size {got[-1]} but the run's policies give {spec.act_dim}")
+            detail = (f"action size {got[-1]} but the run's policies give {spec.act_dim}" if key == "prompt_actions"
+                      else f"observation size {got[-1]} but the run's policies take {spec.obs_dim}")
             if got[-1] == shape[-1]:
                 detail = f"shape {got}, the run's prompt layout needs {shape} ({layout})"
             raise PolicygenError(f"{what}: {key} has {detail}")

@@ -12,6 +12,7 @@ stages and continues an interrupted one from its last checkpoint, with the same 
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,10 @@ import torch
 
 from policygen.algorithms.base import make_config
 from policygen.algorithms.make_an_agent.model import (
-    MakeAnAgent, MakeAnAgentConfig, build_networks, prompt_features,
+    MakeAnAgent,
+    MakeAnAgentConfig,
+    build_networks,
+    prompt_features,
 )
 from policygen.buffers.policy_dataset import PolicyDataset, PromptLayout, rebase_thetas
 from policygen.errors import PolicygenError
@@ -139,6 +143,10 @@ def train_make_an_agent(dataset: str | None, out: str, overrides: dict[str, str]
         if run.config.get("algorithm") != ALGORITHM:
             run.unlock()
             raise PolicygenError(f"{out} is a {run.config.get('algorithm')} run; choose another --out or --force")
+        if run.status == "complete":
+            run.unlock()
+            raise PolicygenError(f"{out} is already complete (summary.json written); nothing to resume "
+                                 f"(--force trains it again)")
     else:
         if dataset is None:
             raise PolicygenError("train make-an-agent needs --dataset DIR (a policygen collect data set)")
@@ -159,7 +167,9 @@ def _create(dataset: str, out: str, overrides: dict[str, str] | None, seed: int,
               "seed": seed, "algo": asdict(cfg), "policy": ds.spec.to_dict(), "prompt": asdict(ds.layout),
               "chunks": layer_chunks(ds.spec, cfg.chunk), "env_ids": sorted({r["task"] for r in info}),
               "versions": versions(), "commit": git_commit()}
-    return RunDir.create(out, config, force=force)
+    run = RunDir.create(out, config, force=force)
+    shutil.rmtree(run.path / "stages", ignore_errors=True)  # --force: no stage of an older run is resumed
+    return run
 
 
 def _finish(run: RunDir, overrides: dict[str, str] | None, dataset: str | None, log) -> RunDir:

@@ -60,7 +60,8 @@ def ddim_scheduler(train_timesteps: int = 100):
     try:
         from diffusers import DDIMScheduler
     except ImportError:
-        raise PolicygenError("Make-An-Agent needs diffusers' DDIM scheduler: pip install 'policygen[diffusion]'") from None
+        raise PolicygenError("Make-An-Agent needs diffusers' DDIM scheduler: "
+                             "pip install 'policygen[diffusion]'") from None
     return DDIMScheduler(num_train_timesteps=train_timesteps, beta_schedule="squaredcos_cap_v2",
                          prediction_type="sample", clip_sample=False, set_alpha_to_one=True)
 
