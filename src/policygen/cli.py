@@ -64,9 +64,12 @@ ENVS = _int_at_least(1, 65536)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from policygen import cli_make_an_agent as maa
     from policygen.algorithms.base import RunConfig
     from policygen.algorithms.trainer import resume_run, start_run
 
+    if a.algo == "make-an-agent" or maa.is_make_an_agent_run(a.resume):
+        return maa.cmd_train_make_an_agent(a)
     progress = False if a.quiet else None
     if a.resume:
         run = resume_run(a.resume, progress=progress, quiet=a.quiet)
@@ -120,6 +123,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from policygen.analysis.sweep import outside_note, seen_range
     from policygen.policies.io import save_policy
 
+    from policygen import cli_make_an_agent as maa
+
+    if a.prompt is not None or maa.is_make_an_agent_run(a.run_dir):
+        return maa.cmd_generate_prompted(a)
     loaded = load_run(a.run_dir)
     policy = loaded.policy(a.command)
     path = save_policy(policy, a.out, force=a.force)
@@ -300,12 +307,14 @@ def _ray_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from policygen import cli_make_an_agent as maa
+
     p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an algorithm; writes a run directory")
-    t.add_argument("algo", nargs="?", help="ars, gogepo, udrlpg; baselines: td3, sac, ddpg (SB3), ars-sb3 "
-                   "(sb3-contrib), udrl (classic Upside-Down RL)")
+    t.add_argument("algo", nargs="?", help="ars, gogepo, udrlpg, make-an-agent; baselines: td3, sac, ddpg "
+                   "(SB3), ars-sb3 (sb3-contrib), udrl (classic Upside-Down RL)")
     t.add_argument("--env", help="Gymnasium env id with a continuous action space, e.g. Hopper-v5")
     t.add_argument("--steps", type=COUNT, default=100_000, help="env steps used for learning (default 100000)")
     t.add_argument("--seed", type=SEED, default=0, help="seed of the whole run (default 0)")
@@ -335,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep N snapshots of the state at evenly spaced steps (for policygen map; default 0)")
     t.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files to RUN_DIR/tensorboard/ (tensorboard --logdir RUN_DIR)")
+    maa.add_train_flags(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a run's policy or a policy file; prints JSON")
@@ -347,14 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("generate", help="a run's policy (a generator's for a return command) as a file")
-    g.add_argument("run_dir", help="run directory (gogepo, udrlpg; ars without --command)")
+    g.add_argument("run_dir", help="run directory (gogepo, udrlpg; ars without --command; make-an-agent with --prompt)")
     g.add_argument("--command", type=_finite(),
                    help="desired return (the run's convention); without it, the run's evaluation policy "
                         "(a generator's output for the best return seen, ARS's current policy)")
-    g.add_argument("--out", required=True, help="policy file: .safetensors (policygen), .pt (TorchScript, needs "
+    g.add_argument("--out", required=True, help="policy file (a folder with --prompt): .safetensors (policygen), "
+                   ".pt (TorchScript, needs "
                    "only torch) or .onnx (needs only onnxruntime); a missing folder is created")
     g.add_argument("--force", action="store_true", help="overwrite an existing file")
+    maa.add_generate_flags(g, COUNT, SEED)
     g.set_defaults(func=cmd_generate)
+    maa.add_parsers(sub, COUNT, NONNEG, SEED, _finite)
 
     w = sub.add_parser("sweep", help="command a generator across returns; JSON + calibration plot")
     w.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")

@@ -1,0 +1,176 @@
+"""Make-An-Agent on a locomotion task: does a prompt of a given quality give a policy of that quality?
+
+1. ARS runs (small MLP policies) with snapshots along training: seeds --train-seeds make the training data,
+   seed --heldout-seed only the prompts (its checkpoints were never seen by the model);
+2. ``collect`` both (checkpoints + noisy copies: varied quality on purpose);
+3. ``train make-an-agent`` on the training data set (all three stages);
+4. one generated policy per held-out prompt, each evaluated for --episodes episodes;
+   Spearman between the prompt episode's return and the generated policy's mean return (target >= 0.8);
+5. seconds to generate and decode 100 policies (model loaded; files not written), and with the 100 files.
+
+    PYTHONPATH=src python bench/make_an_agent_locomotion.py --root runs/maa-bench \
+        --out bench/results/make-an-agent-hopper
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from policygen.algorithms.make_an_agent.collect import collect
+from policygen.algorithms.make_an_agent.generate import generate_policies, read_prompts
+from policygen.algorithms.make_an_agent.train import load_make_an_agent, train_make_an_agent
+from policygen.algorithms.trainer import git_commit
+from policygen.envs.stats import RunningStats
+from policygen.rollout.engine import RolloutEngine
+
+
+def ars_run(root: Path, env: str, seed: int, steps: int, hidden: str, snapshots: int) -> str:
+    out = root / f"ars-s{seed}"
+    if not (out / "summary.json").exists():
+        subprocess.run([sys.executable, "-m", "policygen", "train", "ars", "--env", env, "--steps", str(steps),
+                        "--set", f"hidden={hidden}", "--snapshots", str(snapshots), "--seed", str(seed),
+                        "--out", str(out), "--quiet", "--force"], check=True, stdout=subprocess.DEVNULL)
+    return str(out)
+
+
+def evaluate(model, thetas: torch.Tensor, env: str, episodes: int, seed: int) -> np.ndarray:
+    engine = RolloutEngine(env, model.spec, num_envs=32, seed=seed)
+    engine.obs_stats = RunningStats.from_mean_std(model.ref_mean, model.ref_std)
+    try:
+        return engine.evaluate(thetas, episodes=episodes, count_steps=False).returns
+    finally:
+        engine.close()
+
+
+def machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor()}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument("--root", default="runs/maa-bench")
+    p.add_argument("--out", default="bench/results/make-an-agent-hopper")
+    p.add_argument("--train-seeds", default="0,1,2,3")
+    p.add_argument("--heldout-seed", type=int, default=4)
+    p.add_argument("--ars-steps", type=int, default=300_000)
+    p.add_argument("--hidden", default="16")
+    p.add_argument("--snapshots", type=int, default=8)
+    p.add_argument("--copies", type=int, default=15)
+    p.add_argument("--heldout-copies", type=int, default=7)
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--set", action="append", default=[], help="make-an-agent setting KEY=VALUE")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    root, t_start, load0 = Path(a.root), time.time(), os.getloadavg()
+    seeds = [int(s) for s in a.train_seeds.split(",")]
+    t0 = time.perf_counter()
+    runs = [ars_run(root, a.env, s, a.ars_steps, a.hidden, a.snapshots) for s in [*seeds, a.heldout_seed]]
+    ars_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    collect(runs[:-1], str(root / "data-train"), a.copies, 0.5, seed=0, log=print)
+    collect(runs[-1:], str(root / "data-heldout"), a.heldout_copies, 0.5, seed=1, log=print)
+    collect(runs[:-1], str(root / "data-seen"), 1, 0.5, seed=2, log=print)
+    collect_s = time.perf_counter() - t0
+    overrides = dict(kv.split("=", 1) for kv in a.set)
+    run = train_make_an_agent(str(root / "data-train"), str(root / "maa"), overrides, log=print)
+    model = load_make_an_agent(str(run.path))
+    seen = correlation(model, root / "data-seen", a.env, a.episodes)
+    prompts = read_prompts(root / "data-heldout", model.spec, model.layout)
+    k = len(prompts["prompt_obs"])
+    thetas, which = model.generate(prompts, k, seed=0)
+    gen_returns = evaluate(model, thetas, a.env, a.episodes, seed=10)
+    rho = float(spearmanr(prompts["returns"][which], gen_returns).statistic)
+    timing = time_generation(model, prompts, root)
+    result = {
+        "date": datetime.fromtimestamp(t_start, UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+        "commit": git_commit(), "load_average_start": load0, "load_average_end": os.getloadavg(),
+        "env_id": a.env, "heldout_seed": a.heldout_seed, "train_seeds": seeds,
+        "policy": model.spec.describe(), "params": model.spec.num_params,
+        "train_records": run.summary["records"], "heldout_prompts": k, "episodes_per_policy": a.episodes,
+        "spearman_prompt_vs_generated": rho,
+        "mean_abs_error": float(np.mean(np.abs(prompts["returns"][which] - gen_returns))),
+        "prompt_return_range": [float(prompts["returns"].min()), float(prompts["returns"].max())],
+        "ars_wall_s": ars_s, "collect_wall_s": collect_s, "stages": run.summary["stages"],
+        "stages_wall_s": run.summary["wall_s"], **timing,
+        "pairs": [[float(prompts["returns"][w]), float(g)] for w, g in zip(which, gen_returns, strict=True)],
+        "seen_checkpoints": seen,
+        "command": " ".join(sys.argv),
+    }
+    write(result, Path(a.out))
+
+
+def correlation(model, prompt_dir: Path, env: str, episodes: int) -> dict:
+    """Prompts from the training runs' checkpoints, but fresh episodes and fresh noisy copies."""
+    prompts = read_prompts(prompt_dir, model.spec, model.layout)
+    thetas, which = model.generate(prompts, len(prompts["prompt_obs"]), seed=0)
+    gen = evaluate(model, thetas, env, episodes, seed=10)
+    rets = prompts["returns"][which]
+    return {"prompts": len(rets), "spearman_prompt_vs_generated": float(spearmanr(rets, gen).statistic),
+            "mean_abs_error": float(np.mean(np.abs(rets - gen))),
+            "prompt_return_range": [float(rets.min()), float(rets.max())],
+            "pairs": [[float(r), float(g)] for r, g in zip(rets, gen, strict=True)]}
+
+
+def time_generation(model, prompts, root: Path) -> dict:
+    t0 = time.perf_counter()
+    model.generate(prompts, 100, seed=1)
+    gen100 = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    generate_policies(str(root / "maa"), str(root / "data-heldout"), 100, str(root / "gen100"), seed=1, force=True)
+    return {"generate_decode_100_s": gen100, "generate_100_files_s_with_model_load": time.perf_counter() - t0}
+
+
+def write(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    rows = sorted(result["pairs"])
+    seen = result["seen_checkpoints"]
+    stage_times = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in result["stages"].items())
+    md = [f"# Make-An-Agent, {result['env_id']}: prompt quality -> generated quality", "",
+          f"{result['date']}, {result['machine']}, commit {result['commit']}, load average "
+          f"{result['load_average_start'][0]:.1f} at start, {result['load_average_end'][0]:.1f} at end.", "",
+          f"`{result['command']}`", "",
+          f"- policy {result['policy']} ({result['params']} parameters); {result['train_records']} training records; "
+          f"{result['heldout_prompts']} held-out prompts (from ARS seed {result['heldout_seed']}, a run never seen "
+          f"in training), one policy each, "
+          f"{result['episodes_per_policy']} episodes",
+          f"- **Spearman(prompt return, generated return) = {result['spearman_prompt_vs_generated']:.3f}** "
+          f"(target >= 0.8); mean |error| {result['mean_abs_error']:.0f} over prompt returns "
+          f"{result['prompt_return_range'][0]:.0f}..{result['prompt_return_range'][1]:.0f}",
+          f"- prompts from the training runs' checkpoints (fresh episodes, fresh noisy copies; "
+          f"{seen['prompts']} prompts, returns {seen['prompt_return_range'][0]:.0f}.."
+          f"{seen['prompt_return_range'][1]:.0f}): Spearman **{seen['spearman_prompt_vs_generated']:.3f}**, "
+          f"mean |error| {seen['mean_abs_error']:.0f}",
+          f"- generate + decode 100 policies: **{result['generate_decode_100_s']:.2f} s** (model loaded); "
+          f"with loading the run and writing 100 files: {result['generate_100_files_s_with_model_load']:.2f} s",
+          f"- wall: ARS runs {result['ars_wall_s']:.0f} s (0 if they existed), "
+          f"collect {result['collect_wall_s']:.0f} s, "
+          f"stages {result['stages_wall_s']:.0f} s "
+          f"({stage_times})", "",
+          "Held-out prompts:", "", "| prompt return | generated return |", "|---:|---:|"]
+    md += [f"| {p:.1f} | {g:.1f} |" for p, g in rows]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md[:12]))
+
+
+if __name__ == "__main__":
+    main()

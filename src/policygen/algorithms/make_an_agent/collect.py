@@ -1,0 +1,110 @@
+"""``policygen collect``: a policy data set from the checkpoints of training runs.
+
+Every checkpoint of a run (its snapshots from ``train --snapshots N`` and its latest checkpoint) gives
+one shard: the checkpoint's evaluation policy and ``copies`` noisy copies of it (Gaussian noise of
+``noise * (j / copies) * rms(theta)`` for copy j, so quality spreads from the checkpoint's down to
+near-random), each run for one recorded episode through the batched engine. Early, middle and late
+checkpoints plus the noise give records of varied quality on purpose.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policygen.algorithms.loading import load_run
+from policygen.buffers.policy_dataset import PolicyDataset, PromptLayout, prompt_from_episode, with_biases
+from policygen.envs.stats import RunningStats
+from policygen.errors import PolicygenError
+from policygen.rollout.engine import RolloutEngine
+
+
+@dataclass
+class Source:
+    """One checkpoint to collect from: its key in the data set and how to load its policy."""
+
+    key: str
+    run_dir: str
+    snapshot: str | None
+
+
+def checkpoints(run_dirs: list[str]) -> list[Source]:
+    """Every snapshot then the latest checkpoint of each run, oldest first."""
+    from policygen.runs.rundir import RunDir
+
+    out = []
+    for d in run_dirs:
+        run = RunDir.open(d)
+        if not run.has_checkpoint():
+            raise PolicygenError(f"{d}: no checkpoint yet; collect reads runs with checkpoints/latest.safetensors")
+        name = str(Path(d).resolve())
+        out += [Source(f"{name}#{s}", d, s) for s in run.snapshots()]
+        out.append(Source(f"{name}#latest", d, None))
+    return out
+
+
+def collect(run_dirs: list[str], out: str, copies: int = 15, noise: float = 1.0, seed: int = 0,
+            layout: PromptLayout | None = None, backend: str = "auto", log=None) -> dict:
+    """Append one shard per checkpoint not yet in the data set ``out``; a rerun continues a killed one."""
+    if copies < 0 or not noise >= 0:
+        raise PolicygenError(f"copies must be >= 0 and noise >= 0, got {copies}, {noise}")
+    layout = layout or PromptLayout()
+    sources = checkpoints(run_dirs)
+    ds, written, skipped = None, 0, 0
+    for src in sources:
+        loaded = load_run(src.run_dir, src.snapshot)
+        policy = loaded.policy()
+        spec, theta = with_biases(policy.spec, policy.theta.numpy()[None].astype(np.float32))
+        ds = ds or PolicyDataset.create_or_open(out, spec, layout, outcome="episode_end")
+        ds.check_spec(spec, f"{src.run_dir} ({loaded.run.config['algorithm']})")
+        if src.key in (done := ds.sources()):
+            skipped += 1
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(src.key.encode())])
+        thetas = noisy_copies(theta[0], copies, noise, rng)
+        env_id = loaded.run_config.env_id
+        records, info = rollout_records(env_id, spec, thetas, policy.obs_mean, policy.obs_std, layout,
+                                        int(rng.integers(2**31 - 1)), backend)
+        if not info:
+            raise PolicygenError(f"{src.key}: every episode failed in {env_id}; nothing to collect from it")
+        for r in info:
+            r.update(task=env_id, source=src.key, env_steps=loaded.env_steps)
+        ds.append(records, info)
+        written += len(info)
+        if log:
+            log(f"[collect] {src.key}: {len(info)} records, returns {np.min(records['returns']):.1f}.."
+                f"{np.max(records['returns']):.1f} ({len(done) + 1} of {len(sources)} checkpoints)")
+    return {"out": out, "checkpoints": len(sources), "skipped": skipped, "records_written": written}
+
+
+def noisy_copies(theta: np.ndarray, copies: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """``theta`` then ``copies`` copies with noise ``noise * j / copies * rms(theta)``, j = 1..copies."""
+    rms = float(np.sqrt(np.mean(theta.astype(np.float64) ** 2))) or 1.0
+    scales = noise * np.arange(0, copies + 1) / max(copies, 1) * rms
+    eps = rng.standard_normal((copies + 1, theta.size))
+    return (theta[None] + scales[:, None] * eps).astype(np.float32)
+
+
+def rollout_records(env_id: str, spec, thetas: np.ndarray, obs_mean: np.ndarray, obs_std: np.ndarray,
+                    layout: PromptLayout, seed: int, backend: str = "auto",
+                    env_kwargs: dict | None = None) -> tuple[dict, list[dict]]:
+    """One recorded episode of each of ``thetas (n, P)``; the records of those that did not fail."""
+    engine = RolloutEngine(env_id, spec, num_envs=min(len(thetas), 16), backend=backend, seed=seed,
+                           env_kwargs=env_kwargs, tolerate_faults=True)
+    engine.obs_stats = RunningStats.from_mean_std(obs_mean, obs_std)
+    try:
+        res = engine.evaluate(torch.from_numpy(thetas), episodes=1, record=True, count_steps=False)
+    finally:
+        engine.close()
+    keep = np.flatnonzero(~res.failed)
+    prompts = [prompt_from_episode(layout, res.trajectories[i]["obs"], res.trajectories[i]["actions"])
+               for i in keep]
+    records = {k: np.stack([p[k] for p in prompts]) for k in prompts[0]} if prompts else {}
+    n = len(keep)
+    records.update(theta=thetas[keep], obs_mean=np.repeat(obs_mean[None], n, 0).astype(np.float64),
+                   obs_std=np.repeat(obs_std[None], n, 0).astype(np.float64), returns=res.returns[keep])
+    return records, [{"copy": int(i), "length": int(res.lengths[i])} for i in keep]
