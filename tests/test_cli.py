@@ -108,3 +108,15 @@ def test_run_config_refuses_values_that_make_no_sense():
                 {"max_failures": -1}, {"eval_episodes": 1.5}, {"env_kwargs": [1]}):
         with pytest.raises(PolicygenError, match=next(iter(bad))):
             RunConfig(env_id="Hopper-v5", **bad)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ('{"no_such_option": 1}', "cannot make 'Hopper-v5' with {'no_such_option': 1}"),  # Gymnasium refuses
+    ('{"healthy_z_range": [0.7, 100.0]}', "EnvPool cannot make 'Hopper-v5'"),  # only Gymnasium's option
+])
+def test_a_run_refused_while_its_environments_are_built_leaves_nothing(capsys, tmp_path, kwargs, message):
+    out_dir = tmp_path / "r"
+    code, _, err = run_cli(capsys, "train", "ars", "--env", "Hopper-v5", "--backend", "envpool",
+                           "--env-kwargs", kwargs, "--out", str(out_dir), "--quiet")
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out_dir.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -77,11 +78,24 @@ def start_run(algo_name: str, run_cfg: RunConfig, out: str, preset: str | None =
               "policy": algo.spec.to_dict() if algo.spec is not None else None,
               "return_convention": algo.return_convention,
               "versions": versions(), "commit": git_commit()}
+    fresh = not (Path(out).exists() and any(Path(out).iterdir()))
     run = RunDir.create(out, config, force=force)
     try:
         return _train(run, algo, run_cfg, None, progress, quiet)
+    except PolicygenError as e:
+        # refused before any progress (e.g. the environments could not be built): leave nothing behind;
+        # an EnvFault (too many failed episodes) keeps its run directory, resumable
+        if fresh and not isinstance(e, EnvFault) and not run.has_checkpoint() and _metric_rows(run) == 0:
+            run.unlock()
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     finally:
         run.unlock()
+
+
+def _metric_rows(run: RunDir) -> int:
+    path = run.path / "metrics.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
 def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> RunDir:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -55,11 +56,13 @@ def make_gymnasium(env_id: str, env_kwargs: dict | None = None, render_mode: str
         return gym.make(env_id, disable_env_checker=True, **kwargs)
     except gym.error.Error as e:
         raise PolicygenError(f"cannot make {env_id!r}: {e}") from None
+    except TypeError as e:  # an option the env's constructor does not take (--env-kwargs)
+        raise PolicygenError(f"cannot make {env_id!r} with {env_kwargs}: {e}") from None
 
 
 @functools.lru_cache(maxsize=64)
-def _env_info(env_id: str, kwargs_items: tuple) -> EnvInfo:
-    env_kwargs = dict(kwargs_items)
+def _env_info(env_id: str, kwargs: str | dict) -> EnvInfo:
+    env_kwargs = json.loads(kwargs) if isinstance(kwargs, str) else kwargs
     env = make_gymnasium(env_id, env_kwargs)
     try:
         obs_space, act_space = env.observation_space, env.action_space
@@ -83,4 +86,9 @@ def _env_info(env_id: str, kwargs_items: tuple) -> EnvInfo:
 
 def env_info(env_id: str, env_kwargs: dict | None = None) -> EnvInfo:
     """Dimensions, bounds and episode limit of ``env_id``; a clear error for what policygen cannot run."""
-    return _env_info(env_id, tuple(sorted((env_kwargs or {}).items())))
+    # cached by the kwargs' JSON: values may be lists (ranges), which a tuple key could not hash
+    try:
+        key = json.dumps(env_kwargs or {}, sort_keys=True)
+    except TypeError:  # e.g. numpy values from Python code: not cached
+        return _env_info.__wrapped__(env_id, env_kwargs)
+    return _env_info(env_id, key)
