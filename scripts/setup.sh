@@ -2,7 +2,8 @@
 # Create .venv and install policygen with what the main job and the tests need.
 # PyTorch is pinned to 2.13.0 first: on the project's 2-core CPU machines that is a local CPU build;
 # a looser spec would pull a multi-GB CUDA build. EnvPool (fast MuJoCo stepping), ONNX export, TensorBoard
-# logging, rendering (imageio, ffmpeg) and diffusers (Make-An-Agent's DDIM scheduler) are installed too.
+# logging, rendering (imageio, ffmpeg), diffusers (Make-An-Agent's DDIM scheduler) and Stable-Baselines3
+# (Make-An-Agent's SAC-actor source and its test) are installed too.
 # MetaWorld is not: metaworld 3.1 pins mujoco==3.3.0 and fails under the mujoco 4.0 installed here
 # (docs/make_an_agent.md).
 set -euo pipefail
@@ -16,7 +17,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('2.13.0'))" 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0"
 fi
-"${PIP[@]}" -e ".[envpool,ray,export,tensorboard,render,diffusion,dev]"
+"${PIP[@]}" -e ".[envpool,ray,export,tensorboard,render,diffusion,sb3,dev]"
 # policygen render draws MuJoCo offscreen through EGL (Mesa's software renderer on a machine without a GPU)
 EGL_PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri"
 if ! { ldconfig -p | grep -q 'libEGL.so.1' && ldconfig -p | grep -q 'libEGL_mesa.so.0'; }; then
