@@ -94,6 +94,7 @@ def main() -> None:
     run = train_make_an_agent(str(root / "data-train"), str(root / "maa"), overrides, log=print)
     model = load_make_an_agent(str(run.path))
     seen = correlation(model, root / "data-seen", a.env, a.episodes)
+    roundtrip = autoencoder_roundtrip(model, root / "data-train", a.env, a.episodes)
     prompts = read_prompts(root / "data-heldout", model.spec, model.layout)
     k = len(prompts["prompt_obs"])
     thetas, which = model.generate(prompts, k, seed=0)
@@ -112,7 +113,7 @@ def main() -> None:
         "ars_wall_s": ars_s, "collect_wall_s": collect_s, "stages": run.summary["stages"],
         "stages_wall_s": run.summary["wall_s"], **timing,
         "pairs": [[float(prompts["returns"][w]), float(g)] for w, g in zip(which, gen_returns, strict=True)],
-        "seen_checkpoints": seen,
+        "seen_checkpoints": seen, "autoencoder_roundtrip": roundtrip,
         "command": " ".join(sys.argv),
     }
     write(result, Path(a.out))
@@ -130,6 +131,24 @@ def correlation(model, prompt_dir: Path, env: str, episodes: int) -> dict:
             "pairs": [[float(r), float(g)] for r, g in zip(rets, gen, strict=True)]}
 
 
+def autoencoder_roundtrip(model, data_dir: Path, env: str, episodes: int) -> dict:
+    """Return of 40 training records (the 20 best, 20 at random) before and after encode -> decode."""
+    from policygen.algorithms.make_an_agent.train import prepare
+    from policygen.buffers.policy_dataset import PolicyDataset
+
+    d = prepare(PolicyDataset.open(data_dir))
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([np.argsort(-d["returns"])[:20], rng.choice(len(d["returns"]), 20, replace=False)])
+    thetas = d["thetas"][idx]
+    with torch.no_grad():
+        decoded = model.ae.decode(model.ae.encode(thetas))
+    before, after = evaluate(model, thetas, env, episodes, 10), evaluate(model, decoded, env, episodes, 10)
+    return {"records": len(idx), "spearman": float(spearmanr(before, after).statistic),
+            "mean_abs_error": float(np.mean(np.abs(before - after))), "mean_before": float(before.mean()),
+            "mean_after": float(after.mean()),
+            "relative_param_error": float(((decoded - thetas).norm(dim=1) / thetas.norm(dim=1)).mean())}
+
+
 def time_generation(model, prompts, root: Path) -> dict:
     t0 = time.perf_counter()
     model.generate(prompts, 100, seed=1)
@@ -143,7 +162,7 @@ def write(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = sorted(result["pairs"])
-    seen = result["seen_checkpoints"]
+    seen, rt = result["seen_checkpoints"], result["autoencoder_roundtrip"]
     stage_times = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in result["stages"].items())
     md = [f"# Make-An-Agent, {result['env_id']}: prompt quality -> generated quality", "",
           f"{result['date']}, {result['machine']}, commit {result['commit']}, load average "
@@ -160,6 +179,9 @@ def write(result: dict, out: Path) -> None:
           f"{seen['prompts']} prompts, returns {seen['prompt_return_range'][0]:.0f}.."
           f"{seen['prompt_return_range'][1]:.0f}): Spearman **{seen['spearman_prompt_vs_generated']:.3f}**, "
           f"mean |error| {seen['mean_abs_error']:.0f}",
+          f"- autoencoder round trip of 40 training records (20 best, 20 random): mean return "
+          f"{rt['mean_before']:.0f} -> {rt['mean_after']:.0f}, Spearman {rt['spearman']:.3f}, mean |error| "
+          f"{rt['mean_abs_error']:.0f}, relative parameter error {rt['relative_param_error']:.3f}",
           f"- generate + decode 100 policies: **{result['generate_decode_100_s']:.2f} s** (model loaded); "
           f"with loading the run and writing 100 files: {result['generate_100_files_s_with_model_load']:.2f} s",
           f"- wall: ARS runs {result['ars_wall_s']:.0f} s (0 if they existed), "

@@ -108,3 +108,69 @@ def rollout_records(env_id: str, spec, thetas: np.ndarray, obs_mean: np.ndarray,
     records.update(theta=thetas[keep], obs_mean=np.repeat(obs_mean[None], n, 0).astype(np.float64),
                    obs_std=np.repeat(obs_std[None], n, 0).astype(np.float64), returns=res.returns[keep])
     return records, [{"copy": int(i), "length": int(res.lengths[i])} for i in keep]
+
+
+def sb3_sac_actor(path: str, env_id: str):
+    """The deterministic actor of a Stable-Baselines3 SAC ``.zip`` as ``(spec, theta (P,))``, read pickle-free.
+
+    Only ``policy.pth`` is read, with ``torch.load(weights_only=True)`` (the zip's ``data`` entry is
+    cloudpickle and is never opened). The actor is ``latent_pi`` (Linear + activation layers) then ``mu``;
+    SAC squashes with tanh and scales to the (symmetric) action bounds, so the flat policy is
+    ``tanh(mu(latent_pi(obs))) * action_high`` on raw observations. SB3's default ReLU activation is assumed
+    (``policy_kwargs`` sit in the pickled part).
+    """
+    import io
+    import zipfile
+
+    from policygen.envs.make import env_info
+    from policygen.policies.flat_mlp import MLPSpec
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            state = torch.load(io.BytesIO(z.read("policy.pth")), map_location="cpu", weights_only=True)
+    except (OSError, KeyError, zipfile.BadZipFile, RuntimeError, ValueError) as e:
+        raise PolicygenError(f"{path}: not a Stable-Baselines3 model zip with policy.pth ({e})") from None
+    hidden = sorted((k for k in state if k.startswith("actor.latent_pi.") and k.endswith(".weight")),
+                    key=lambda k: int(k.split(".")[2]))
+    if not hidden or "actor.mu.weight" not in state:
+        raise PolicygenError(f"{path}: no SAC actor in policy.pth (expected actor.latent_pi.* and actor.mu.*)")
+    layers = [*hidden, "actor.mu.weight"]
+    info = env_info(env_id)
+    w0 = state[layers[0]]
+    spec = MLPSpec(int(w0.shape[1]), int(state["actor.mu.weight"].shape[0]),
+                   tuple(int(state[k].shape[0]) for k in hidden), "relu", "tanh", info.action_high)
+    parts = []
+    for k in layers:
+        parts += [state[k].reshape(-1), state[k.replace(".weight", ".bias")].reshape(-1)]
+    theta = torch.cat(parts).float()
+    spec.check_thetas(theta)
+    return spec, theta
+
+
+def collect_sb3(zips: list[str], env_id: str, out: str, copies: int = 15, noise: float = 0.5, seed: int = 0,
+                layout: PromptLayout | None = None, backend: str = "auto", log=None) -> dict:
+    """Like ``collect``, with SB3 SAC checkpoints (``.zip``) as the sources; no observation normalisation."""
+    layout = layout or PromptLayout()
+    written, skipped = 0, 0
+    for z in zips:
+        spec, theta = sb3_sac_actor(z, env_id)
+        ds = PolicyDataset.create_or_open(out, spec, layout, outcome="episode_end")
+        key = f"sb3:{Path(z).resolve()}"
+        if key in ds.sources():
+            skipped += 1
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+        thetas = noisy_copies(theta.numpy(), copies, noise, rng)
+        zeros, ones = np.zeros(spec.obs_dim), np.ones(spec.obs_dim)
+        records, info = rollout_records(env_id, spec, thetas, zeros, ones, layout, int(rng.integers(2**31 - 1)),
+                                        backend)
+        if not info:
+            raise PolicygenError(f"{z}: every episode failed in {env_id}; nothing to collect from it")
+        for r in info:
+            r.update(task=env_id, source=key)
+        ds.append(records, info)
+        written += len(info)
+        if log:
+            log(f"[collect] {z}: {len(info)} records, returns {np.min(records['returns']):.1f}.."
+                f"{np.max(records['returns']):.1f}")
+    return {"out": out, "checkpoints": len(zips), "skipped": skipped, "records_written": written}
