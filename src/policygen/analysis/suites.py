@@ -41,9 +41,9 @@ SUITES: dict[str, dict] = {
                     "seeds": [0, 1, 2, 3, 4], "steps": 100_000, "eval_every": 5000, "eval_episodes": 10}],
     },
     "paper-mujoco": {
-        # The step-based budget: TD3/SAC/DDPG make one gradient step per env step; on a shared 2-core machine
-        # that is ~40-100 steps/s (bench/results/suite-smoke/), so 300k steps is 1-2 h a run. UDRL steps are
-        # cheaper (no gradient step per env step): 1M. The parameter-space methods get the papers' 3M.
+        # The step-based budget: TD3/SAC/DDPG make one gradient step per env step; on this shared 2-core
+        # machine that was 12-33 steps/s (bench/results/paper-small-partial/), so 300k steps is ~2.5-7 h a run.
+        # UDRL steps are cheaper (no gradient step per env step): 1M. The parameter-space methods get 3M.
         "description": "Swimmer-v5 and Hopper-v5, 3 seeds: 3M steps for gogepo/udrlpg/ars/ars-sb3, "
                        "300k for td3/sac/ddpg, 1M for udrl",
         "groups": [
