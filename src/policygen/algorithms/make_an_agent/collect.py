@@ -67,17 +67,9 @@ def collect(run_dirs: list[str], out: str, copies: int = 15, noise: float = 1.0,
         rng = np.random.default_rng([seed, zlib.crc32(src.key.encode())])
         thetas = noisy_copies(theta[0], copies, noise, rng)
         env_id = loaded.run_config.env_id
-        records, info = rollout_records(env_id, spec, thetas, policy.obs_mean, policy.obs_std, layout,
-                                        int(rng.integers(2**31 - 1)), backend)
-        if not info:
-            raise PolicygenError(f"{src.key}: every episode failed in {env_id}; nothing to collect from it")
-        for r in info:
-            r.update(task=env_id, source=src.key, env_steps=loaded.env_steps)
-        ds.append(records, info)
-        written += len(info)
-        if log:
-            log(f"[collect] {src.key}: {len(info)} records, returns {np.min(records['returns']):.1f}.."
-                f"{np.max(records['returns']):.1f} ({len(done) + 1} of {len(sources)} checkpoints)")
+        written += _roll_and_append(ds, env_id, spec, thetas, (policy.obs_mean, policy.obs_std), layout, rng,
+                                    backend, src.key, {"source": src.key, "env_steps": loaded.env_steps}, log,
+                                    f" ({len(done) + 1} of {len(sources)} checkpoints)")
     return {"out": out, "checkpoints": len(sources), "skipped": skipped, "records_written": written}
 
 
@@ -162,15 +154,21 @@ def collect_sb3(zips: list[str], env_id: str, out: str, copies: int = 15, noise:
         rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
         thetas = noisy_copies(theta.numpy(), copies, noise, rng)
         zeros, ones = np.zeros(spec.obs_dim), np.ones(spec.obs_dim)
-        records, info = rollout_records(env_id, spec, thetas, zeros, ones, layout, int(rng.integers(2**31 - 1)),
-                                        backend)
-        if not info:
-            raise PolicygenError(f"{z}: every episode failed in {env_id}; nothing to collect from it")
-        for r in info:
-            r.update(task=env_id, source=key)
-        ds.append(records, info)
-        written += len(info)
-        if log:
-            log(f"[collect] {z}: {len(info)} records, returns {np.min(records['returns']):.1f}.."
-                f"{np.max(records['returns']):.1f}")
+        written += _roll_and_append(ds, env_id, spec, thetas, (zeros, ones), layout, rng, backend, str(z),
+                                    {"source": key}, log)
     return {"out": out, "checkpoints": len(zips), "skipped": skipped, "records_written": written}
+
+
+def _roll_and_append(ds, env_id, spec, thetas, stats, layout, rng, backend, label, fields, log, where="") -> int:
+    """Roll out ``thetas`` from one source, append its records to ``ds``; returns how many were written."""
+    records, info = rollout_records(env_id, spec, thetas, stats[0], stats[1], layout,
+                                    int(rng.integers(2**31 - 1)), backend)
+    if not info:
+        raise PolicygenError(f"{label}: every episode failed in {env_id}; nothing to collect from it")
+    for r in info:
+        r.update(task=env_id, **fields)
+    ds.append(records, info)
+    if log:
+        log(f"[collect] {label}: {len(info)} records, returns {np.min(records['returns']):.1f}.."
+            f"{np.max(records['returns']):.1f}{where}")
+    return len(info)
