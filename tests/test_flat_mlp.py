@@ -5,7 +5,7 @@ from torch import nn
 
 from policygen.errors import PolicygenError
 from policygen.policies import MLPSpec, forward, init_thetas, to_module
-from policygen.policies.flat_mlp import act_numpy
+from policygen.policies.flat_mlp import NumpyPolicies, act_numpy
 
 SPECS = [MLPSpec(11, 3, (256, 256)), MLPSpec(4, 1, (), output="clip", bias=False, action_high=(3.0,)),
          MLPSpec(5, 2, (7, 3, 9), activation="relu", action_high=(2.0, 0.5)), MLPSpec(3, 2, (8,), output="none")]
@@ -69,3 +69,20 @@ def test_numpy_forward_of_the_engine_equals_torch_forward(spec):
     obs = torch.randn(6, 5)
     got = act_numpy(spec, thetas.numpy(), obs.numpy())
     assert np.allclose(got, forward(spec, thetas, obs).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [MLPSpec(5, 2, (16, 8), "relu", "tanh", (2.0, 0.5)), MLPSpec(5, 2, (), "tanh", "clip")])
+def test_engine_forward_follows_its_weight_rows_after_they_change(spec):
+    # the engine refills rows in place as slots take new policies; the prebuilt layer views must see that
+    rows = np.zeros((8, spec.num_params), dtype=np.float32)
+    policies = NumpyPolicies(spec, rows)
+    obs = torch.randn(3, 5)
+    for seed in (1, 2):
+        rows[:3] = init_thetas(spec, 3, torch.Generator().manual_seed(seed)).numpy() * 3
+        want = forward(spec, torch.from_numpy(rows[:3].copy()), obs).numpy()
+        assert np.allclose(policies(obs.numpy(), 3), want, atol=1e-5)
+
+
+def test_engine_forward_refuses_rows_of_another_layout():
+    with pytest.raises(PolicygenError, match="float32"):
+        NumpyPolicies(MLPSpec(5, 2, ()), np.zeros((4, 11), dtype=np.float32))

@@ -147,29 +147,47 @@ def forward_layers(spec: MLPSpec, layers: Sequence[tuple[torch.Tensor, torch.Ten
 _NP_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x, out: np.maximum(x, 0, out=out)}
 
 
-def act_numpy(spec: MLPSpec, thetas: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """Inference-only forward on float32 numpy: ``thetas (B, P)``, ``obs (B, obs_dim)`` -> ``(B, act_dim)``.
+class NumpyPolicies:
+    """Inference-only forward of the policies in the rows of one float32 weight buffer ``rows (N, P)``.
 
-    The rollout engine's forward. numpy's batched matmul runs the B matrix-vector products as BLAS gemv;
-    torch's ``bmm`` with a single column is ~10x slower on CPU (64 policies of 2x256: 0.27 ms vs 3.3 ms
-    a layer), and that product is most of the engine's cost beside the physics.
+    The rollout engine's forward. The layer views into ``rows`` and the action bound are built once, so a
+    step costs only the products (per call they cost ~20 us, more than a linear policy's whole forward).
+    numpy's batched matmul runs the B matrix-vector products as BLAS gemv; torch's ``bmm`` with a single
+    column is ~10x slower on CPU (64 policies of 2x256: 0.27 ms vs 3.3 ms a layer), and that product is
+    most of the engine's cost beside the physics.
     """
-    x = obs[:, :, None]
-    layers = unflatten(spec, thetas)
-    act = _NP_ACTIVATIONS[spec.activation]
-    for k, (w, b) in enumerate(layers):
-        x = np.matmul(w, x)
-        if b is not None:
-            x += b[:, :, None]
-        if k < len(layers) - 1:
-            act(x, out=x)
-    x = x[:, :, 0]
-    if spec.output == "tanh":
-        return np.tanh(x, out=x) * _high(spec, torch.float32).numpy()
-    if spec.output == "clip":
-        high = _high(spec, torch.float32).numpy()
-        return np.clip(x, -high, high)
-    return x
+
+    def __init__(self, spec: MLPSpec, rows: np.ndarray):
+        if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != spec.num_params:
+            raise PolicygenError(f"weight rows must be float32 (N, {spec.num_params}), got {rows.dtype} "
+                                 f"{rows.shape}")
+        self.spec, self.rows = spec, rows
+        self.layers = unflatten(spec, rows)
+        self.act = _NP_ACTIVATIONS[spec.activation]
+        self.high = np.asarray(spec.action_high or (1.0,) * spec.act_dim, dtype=np.float32)
+
+    def __call__(self, obs: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Actions ``(n, act_dim)`` of rows ``0..n-1`` (all rows by default) on float32 ``obs (n, obs_dim)``."""
+        n = len(self.rows) if n is None else n
+        x = obs[:, :, None]
+        last = len(self.layers) - 1
+        for k, (w, b) in enumerate(self.layers):
+            x = np.matmul(w[:n], x)
+            if b is not None:
+                x += b[:n, :, None]
+            if k < last:
+                self.act(x, out=x)
+        x = x[:, :, 0]
+        if self.spec.output == "tanh":
+            return np.multiply(np.tanh(x, out=x), self.high, out=x)
+        if self.spec.output == "clip":
+            return np.clip(x, -self.high, self.high, out=x)
+        return x
+
+
+def act_numpy(spec: MLPSpec, thetas: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """Actions of float32 ``thetas (B, P)`` on ``obs (B, obs_dim)`` -> ``(B, act_dim)`` (numpy, no autograd)."""
+    return NumpyPolicies(spec, np.ascontiguousarray(thetas, dtype=np.float32))(obs.astype(np.float32, copy=False))
 
 
 def forward(spec: MLPSpec, thetas: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:

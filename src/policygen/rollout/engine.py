@@ -16,7 +16,7 @@ import torch
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo, env_info
 from policygen.envs.stats import RunningStats
 from policygen.errors import EnvFault, PolicygenError
-from policygen.policies.flat_mlp import MLPSpec, act_numpy
+from policygen.policies.flat_mlp import MLPSpec, NumpyPolicies
 from policygen.rollout.backends import make_backend, resolve_backend
 
 
@@ -89,6 +89,7 @@ class RolloutEngine:
         self._backend = None
         self.reseed(seed)
         self._slot_rows = np.zeros((self.num_envs, spec.num_params), dtype=np.float32)
+        self._policies = NumpyPolicies(spec, self._slot_rows)
 
     def reseed(self, seed: int) -> None:
         """Start every slot afresh from ``seed`` (resume points call this so a resumed run matches)."""
@@ -109,7 +110,7 @@ class RolloutEngine:
         """Actions of the policies in weight rows ``0..n_rows-1`` on ``obs (n_rows, obs_dim)``."""
         if self.normalize_obs:
             obs = (obs - self._norm[0]) / self._norm[1]  # float64, as the statistics
-        return act_numpy(self.spec, self._slot_rows[:n_rows], obs.astype(np.float32))
+        return self._policies(obs.astype(np.float32), n_rows)
 
     def evaluate(self, thetas: torch.Tensor, episodes: int = 1, update_stats: bool = False,
                  record: bool = False, count_steps: bool = True) -> RolloutResult:
@@ -164,36 +165,46 @@ class RolloutEngine:
                 start(s)
         while sched.n_rows or (warming.any() and sched.pending):
             active = sched.slot_at[:sched.n_rows].copy()  # env slots in weight-row order
+            n = len(active)
             # warming slots are stepped only while jobs wait for them; otherwise the next call warms them
-            wait = np.flatnonzero(warming) if sched.pending else np.zeros(0, dtype=np.int64)
-            ids = np.concatenate([active, wait])
-            actions = np.zeros((len(ids), self.info.act_dim), dtype=np.float32)
-            if len(active):
-                stats.add(obs[active])
-                actions[:len(active)] = self._act(obs[active], len(active))
+            wait = np.flatnonzero(warming) if sched.pending else ()
+            if n:
+                seen = obs[active]  # a copy: the accumulator keeps it
+                stats.add(seen, copy=False)
+                actions = self._act(seen, n)
                 if record:
                     for k, s in enumerate(active):
-                        trajs[sched.job_of[s]]["obs"].append(obs[s].copy())
+                        trajs[sched.job_of[s]]["obs"].append(seen[k])
                         trajs[sched.job_of[s]]["actions"].append(actions[k].copy())
+            else:
+                actions = np.zeros((0, self.info.act_dim), dtype=np.float32)
+            if len(wait):
+                ids = np.concatenate([active, wait])
+                actions = np.concatenate([actions, np.zeros((len(wait), self.info.act_dim), np.float32)])
+            else:
+                ids = active
             o, r, term, trunc = self._step(backend, ids, actions)
-            n = len(active)
             if n:
                 ra, oa = r[:n], o[:n]
                 j = sched.job_of[active]
-                bad = ~(np.isfinite(ra) & np.isfinite(oa).all(axis=1))
                 errors = getattr(backend, "errors", None)  # slot -> what the env raised or how it hung
-                if errors:
-                    bad |= np.isin(active, list(errors))
-                for k in np.flatnonzero(bad):
-                    self._fault(int(j[k]), ra[k], oa[k], (errors or {}).get(int(active[k])))
-                failed[j[bad]] = True
+                if np.isfinite(ra).all() and np.isfinite(oa).all() and not errors:
+                    bad, done = None, term[:n] | trunc[:n]
+                else:
+                    bad = ~(np.isfinite(ra) & np.isfinite(oa).all(axis=1))
+                    if errors:
+                        bad |= np.isin(active, list(errors))
+                    for k in np.flatnonzero(bad):
+                        self._fault(int(j[k]), ra[k], oa[k], (errors or {}).get(int(active[k])))
+                    failed[j[bad]] = True
+                    done = term[:n] | trunc[:n] | bad
                 ret[j] += ra
                 length[j] += 1
                 if record:
                     for jj, rr in zip(j, ra, strict=True):
                         trajs[jj]["rewards"].append(rr)
                 obs[active] = oa
-                for k in np.flatnonzero(term[:n] | trunc[:n] | bad):
+                for k in np.flatnonzero(done):
                     s = active[k]
                     if backend.lazy_reset:
                         warming[s] = True
@@ -285,8 +296,8 @@ class _ObsAccumulator:
     def __init__(self, dim: int, chunk_floats: int = 1 << 20):
         self.stats, self.parts, self.size, self.limit = RunningStats(dim), [], 0, chunk_floats
 
-    def add(self, obs: np.ndarray) -> None:
-        self.parts.append(obs.copy())
+    def add(self, obs: np.ndarray, copy: bool = True) -> None:
+        self.parts.append(obs.copy() if copy else obs)
         self.size += obs.size
         if self.size >= self.limit:
             self._flush()
