@@ -140,6 +140,7 @@ def test_unseen_report_end_to_end(capsys, tmp_path, stub_id, extra):
     res = json.loads(out)
     u = res["unseen"]
     assert len(u["groups"]) == 21 and (tmp_path / "run" / "unseen.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "run" / "unseen.json").read_text()) == res  # written beside the run too
     assert sum(s["n"] for s in u["summary"].values()) == 21 and "Spearman" in err
     if "buffer=fifo" in extra:
         assert u["buffer"] == "fifo" and u["holdout_band"] is None

@@ -147,6 +147,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from policygen.algorithms.loading import load_run
     from policygen.analysis.sweep import parse_commands, plot_sweep, seen_range, sweep, table
+    from policygen.runs.files import atomic_write_json
 
     loaded = load_run(a.run_dir)
     if a.unseen_report:
@@ -156,9 +157,12 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         result = unseen_report(loaded, commands, a.episodes, a.seed, a.backend)
     else:
         result = sweep(loaded, parse_commands(a.commands, seen_range(loaded)), a.episodes, a.seed, a.backend)
-    plot = a.plot or str(Path(a.run_dir) / ("unseen.png" if a.unseen_report else "sweep.png"))
+    name = "unseen" if a.unseen_report else "sweep"
+    plot = a.plot or str(Path(a.run_dir) / f"{name}.png")
     plot_sweep(result, plot)
     result["plot"] = plot
+    # beside the run, so `policygen report` finds the calibration without a shell redirect
+    atomic_write_json(Path(a.run_dir) / f"{name}.json", result)
     print(json.dumps(result, indent=2))
     print(unseen_table(result) if a.unseen_report else table(result), file=sys.stderr)
     return 0
@@ -375,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--episodes", type=COUNT, default=5, help="episodes per command (default 5)")
     w.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
     w.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
-    w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, RUN_DIR/unseen.png with --unseen-report)")
+    w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, RUN_DIR/unseen.png with --unseen-report); "
+                                  "the JSON is printed and written to RUN_DIR/sweep.json (unseen.json)")
     w.add_argument("--unseen-report", action="store_true",
                    help="udrlpg runs: label each command seen bucket / never-filled bucket / above range / "
                         "held-out band by the final buffer, and report error and Spearman per group (default "
