@@ -71,5 +71,6 @@ def train_bc(states: np.ndarray, actions: np.ndarray, action_high: tuple[float, 
         opt.zero_grad()
         loss.backward()
         opt.step()
-    meta = {"algorithm": "behaviour-cloning", "pairs": int(len(states)), "seed": seed, "train_mse": float(loss)}
-    return Policy(spec, theta.detach()[0].clone(), mean, std, meta), float(loss)
+    mse = float(loss.detach())
+    meta = {"algorithm": "behaviour-cloning", "pairs": int(len(states)), "seed": seed, "train_mse": mse}
+    return Policy(spec, theta.detach()[0].clone(), mean, std, meta), mse

@@ -127,8 +127,10 @@ def agent_report(run_dir: str, prompt_files: list[str], n: int = 20, episodes: i
         prompts = read_prompts(file, model.spec, model.layout)
         if max_prompts:
             prompts = {k: v[:max_prompts] for k, v in prompts.items()}
-        row = {"env_id": env_id, "prompt_file": file, "seen": env_id in seen, "prompts": int(len(prompts["prompt_obs"])),
-               "prompt_success": float(np.mean(prompts["success"])) if "success" in prompts else None, "noise": {}}
+        row = {"env_id": env_id, "prompt_file": file, "seen": env_id in seen,
+               "prompts": int(len(prompts["prompt_obs"])), "noise": {},
+               "prompt_success": float(np.mean(prompts["success"])) if "success" in prompts else None}
+
         def ev(th, mean, std, env_id=env_id):
             return success_rates(env_id, model.spec, th, mean, std, episodes, seed, backend)
 
