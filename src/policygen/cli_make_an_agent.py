@@ -1,4 +1,5 @@
-"""The command line of Make-An-Agent: ``collect``, ``prompt``, ``train make-an-agent``, ``generate --prompt``.
+"""The command line of Make-An-Agent: ``collect``, ``prompt``, ``train make-an-agent``, ``generate --prompt``,
+``report-agent``.
 
 Kept beside cli.py (which calls in here) so each method's commands live in one place.
 """
@@ -93,8 +94,33 @@ def cmd_prompt(a: argparse.Namespace) -> int:
     prompts = record_prompts(policy, env_id, a.episodes, layout, a.seed, a.backend)
     write_prompts(out, prompts, layout, env_id)
     print(json.dumps({"out": str(out), "env_id": env_id, "episodes": a.episodes,
-                      "returns": [float(r) for r in prompts["returns"]]}, indent=2))
+                      "returns": [float(r) for r in prompts["returns"]],
+                      **({"success": [int(x) for x in prompts["success"]]}
+                         if check_success(env_id) else {})}, indent=2))
     return 0
+
+
+def cmd_report_agent(a: argparse.Namespace) -> int:
+    import torch
+
+    from policygen.analysis.agent_report import agent_report, write_report
+
+    try:
+        noise = tuple(float(x) for x in a.noise.split(",") if x.strip())
+    except ValueError:
+        raise PolicygenError(f"--noise takes comma-separated levels like 0,0.05,0.1; got {a.noise!r}") from None
+    torch.set_num_threads(1)
+    rep = agent_report(a.run_dir, a.prompts, a.n, a.episodes, noise or (0.0,), a.bc, a.data_candidates,
+                       a.max_prompts, a.seed, a.backend, log=_log)
+    files = write_report(rep, a.out)
+    print(json.dumps({**files, "summary": rep["summary"]}, indent=2))
+    return 0
+
+
+def check_success(env_id: str) -> bool:
+    from policygen.envs.make import env_info
+
+    return env_info(env_id).success_signal
 
 
 def add_parsers(sub, count, nonneg, seed, finite) -> None:
@@ -129,6 +155,25 @@ def add_parsers(sub, count, nonneg, seed, finite) -> None:
     p.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_prompt)
+
+    r = sub.add_parser("report-agent", help="make-an-agent: per task success of generated policies beside "
+                       "behaviour cloning and the best training data (tasks with a success signal, MetaWorld)")
+    r.add_argument("run_dir", help="finished make-an-agent run")
+    r.add_argument("--prompts", nargs="+", required=True, metavar="FILE",
+                   help="prompt files (policygen prompt), one per task, the task read from the file; or ENV_ID=FILE")
+    r.add_argument("--out", required=True, help="folder for report.md and report.json (overwritten)")
+    r.add_argument("--n", type=count, default=20, help="generated policies per task and noise level (default 20)")
+    r.add_argument("--episodes", type=count, default=5, help="episodes per policy (default 5)")
+    r.add_argument("--noise", default="0", help="prompt noise levels, comma separated, e.g. 0,0.05,0.1 (Gaussian, "
+                   "in units of the run's observation std and of the action bound; default 0)")
+    r.add_argument("--bc", type=nonneg, default=5,
+                   help="behaviour-cloning policies per task, cloned from the same prompts (default 5; 0: none)")
+    r.add_argument("--data-candidates", type=nonneg, default=20,
+                   help="seen tasks: re-run this many best records of the training data (default 20; 0: none)")
+    r.add_argument("--max-prompts", type=count, help="use the first K prompts of each file (default all)")
+    r.add_argument("--seed", type=seed, default=0, help="seed of generation, noise and episodes (default 0)")
+    r.add_argument("--backend", default="auto", help="auto or envpool")
+    r.set_defaults(func=cmd_report_agent)
 
 
 def add_generate_flags(g, count, seed) -> None:

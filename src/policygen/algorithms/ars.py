@@ -84,6 +84,9 @@ class ARSConfig:
     """Hidden layers of the policy; () is the paper's linear policy."""
     activation: str = "tanh"
     """Hidden activation when ``hidden`` is not empty."""
+    bias: bool = False
+    """Biases on a linear policy (the paper's has none; hidden layers always have them). MetaWorld needs
+    them: moving the hand to a goal, ``K (goal - hand)``, has a constant term under normalised observations."""
 
 
 class ARS(Algorithm):
@@ -115,7 +118,7 @@ class ARS(Algorithm):
         self.cfg = config
         output = "clip" if not config.hidden else "tanh"
         self.spec = MLPSpec(info.obs_dim, info.act_dim, config.hidden, config.activation, output,
-                            info.action_high, bias=bool(config.hidden))
+                            info.action_high, bias=bool(config.hidden) or config.bias)
         self.normalize_obs = config.normalize_obs
         self.return_convention = "no_survival_bonus" if config.remove_survival_bonus else "standard"
         theta0 = init_thetas(self.spec, 1, torch.Generator().manual_seed(seed), zeros=not config.hidden)[0]

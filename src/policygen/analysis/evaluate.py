@@ -24,7 +24,8 @@ def check_fits(policy: Policy | ExportedPolicy, env_id: str) -> None:
 
 def evaluate_policies(policies: list[Policy], env_id: str, episodes: int = 10, seed: int = 0,
                       backend: str = "auto") -> list[dict]:
-    """Mean, std and every standard return of ``episodes`` episodes of each policy (same seed, same starts)."""
+    """Mean, std and every standard return of ``episodes`` episodes of each policy (same seed, same starts);
+    for an env with a success signal (MetaWorld) also ``success_rate`` and each episode's ``successes``."""
     if episodes < 1:
         raise PolicygenError(f"--episodes must be at least 1, got {episodes}")
     out = []
@@ -35,9 +36,12 @@ def evaluate_policies(policies: list[Policy], env_id: str, episodes: int = 10, s
         res = engine.evaluate(p.theta.unsqueeze(0), episodes=episodes, count_steps=False)
         engine.close()
         rets = res.episode_returns[0]
-        out.append({"env_id": env_id, "mean": float(np.mean(rets)), "std": float(np.std(rets)),
-                    "returns": [float(r) for r in rets], "episodes": episodes, "seed": seed,
-                    "backend": engine.backend_name})
+        row = {"env_id": env_id, "mean": float(np.mean(rets)), "std": float(np.std(rets)),
+               "returns": [float(r) for r in rets], "episodes": episodes, "seed": seed,
+               "backend": engine.backend_name}
+        if res.successes is not None:
+            row.update(success_rate=float(res.successes[0]), successes=[int(x) for x in res.episode_successes[0]])
+        out.append(row)
     return out
 
 

@@ -66,8 +66,12 @@ class PromptLayout:
 
 
 def prompt_from_episode(layout: PromptLayout, obs: np.ndarray, actions: np.ndarray,
-                        success: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """One episode's ``obs (T, obs)`` and ``actions (T, act)`` -> the prompt tensors of one record."""
+                        success: np.ndarray | None = None, episode_success: bool | None = None) -> dict[str, np.ndarray]:
+    """One episode's ``obs (T, obs)`` and ``actions (T, act)`` -> the prompt tensors of one record.
+
+    ``success (T,)`` flags the states that count as succeeded (the outcome states start at the first);
+    ``episode_success`` overrides the record's success flag (a success reached on the very last step has
+    no recorded state after it); by default it is "some state flagged"."""
     obs, actions = np.asarray(obs, np.float64), np.asarray(actions, np.float32)
     if obs.ndim != 2 or len(obs) == 0 or len(actions) != len(obs):
         raise PolicygenError(f"an episode needs T >= 1 states and as many actions, got {obs.shape} and "
@@ -82,7 +86,7 @@ def prompt_from_episode(layout: PromptLayout, obs: np.ndarray, actions: np.ndarr
     out = np.concatenate([out, np.repeat(out[-1:], layout.outcome_states - len(out), axis=0)])
     return {"prompt_obs": window[::layout.state_every].astype(np.float32), "prompt_actions": acts,
             "prompt_len": np.int64(n), "outcome_obs": out.astype(np.float32),
-            "success": np.uint8(len(hit) > 0)}
+            "success": np.uint8(len(hit) > 0 if episode_success is None else bool(episode_success))}
 
 
 class PolicyDataset:

@@ -16,6 +16,27 @@ from policygen.errors import PolicygenError
 SURVIVAL_BONUS = {"Hopper": 1.0, "Walker2d": 1.0, "Ant": 1.0, "Humanoid": 5.0, "HumanoidStandup": 0.0}
 RETURN_CONVENTIONS = ("standard", "no_survival_bonus")
 
+ENVPOOL_ONLY = {
+    # prefix -> (what to install, env kwargs the domain defaults to)
+    # MetaWorld v3 ships inside envpool (the `metaworld` package pins mujoco 3.3.0 and fails under 4.0).
+    # Goals are made observable: envpool's default hides them (last 3 obs entries 0) while it draws a new
+    # goal every reset, which no feed-forward policy can reach (the common "goal-observable" variant).
+    "MetaWorld/": ("envpool (pip install envpool; it has the 50 MetaWorld v3 tasks built in)",
+                   {"partially_observable": False}),
+}
+"""Env id prefixes that only EnvPool runs (no Gymnasium registration), with their default env kwargs."""
+
+
+def envpool_only(env_id: str) -> tuple[str, dict] | None:
+    """``(install hint, default kwargs)`` when ``env_id`` runs only through EnvPool, else None."""
+    return next((v for k, v in ENVPOOL_ONLY.items() if env_id.startswith(k)), None)
+
+
+def domain_kwargs(env_id: str, env_kwargs: dict | None) -> dict:
+    """The env kwargs to build ``env_id`` with: its domain's defaults, overridden by the user's."""
+    only = envpool_only(env_id)
+    return {**(only[1] if only else {}), **(env_kwargs or {})}
+
 
 @dataclass(frozen=True)
 class EnvInfo:
@@ -27,6 +48,8 @@ class EnvInfo:
     action_high: tuple[float, ...]
     max_episode_steps: int
     survival_bonus: float
+    success_signal: bool = False
+    """The env reports ``info["success"]`` per step (MetaWorld): the engine then records episode success."""
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "action_high": list(self.action_high)}
@@ -39,7 +62,24 @@ def survival_bonus(env_id: str, env_kwargs: dict | None = None) -> float:
     return SURVIVAL_BONUS.get(base, 0.0)
 
 
+def _envpool_ids() -> list[str] | None:
+    try:
+        import envpool
+    except ImportError:
+        return None
+    return list(envpool.list_all_envs())
+
+
 def check_env_id(env_id: str) -> None:
+    if (only := envpool_only(env_id)) is not None:
+        ids = _envpool_ids()
+        if ids is None:
+            raise PolicygenError(f"{env_id} runs only through EnvPool, which is not installed; install {only[0]}")
+        if env_id not in ids:
+            close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else "see envpool.list_all_envs()"
+            raise PolicygenError(f"unknown environment id {env_id!r}; {hint}")
+        return
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
@@ -49,6 +89,9 @@ def check_env_id(env_id: str) -> None:
 
 def make_gymnasium(env_id: str, env_kwargs: dict | None = None, render_mode: str | None = None) -> gym.Env:
     check_env_id(env_id)
+    if envpool_only(env_id):
+        raise PolicygenError(f"{env_id} runs only through EnvPool's batched engine (policygen evaluate/train with a "
+                             f".safetensors policy), not as a single Gymnasium env (render, .pt/.onnx files, SB3)")
     kwargs = dict(env_kwargs or {})
     if render_mode:
         kwargs["render_mode"] = render_mode
@@ -63,25 +106,45 @@ def make_gymnasium(env_id: str, env_kwargs: dict | None = None, render_mode: str
 @functools.lru_cache(maxsize=64)
 def _env_info(env_id: str, kwargs: str | dict) -> EnvInfo:
     env_kwargs = json.loads(kwargs) if isinstance(kwargs, str) else kwargs
+    if envpool_only(env_id):
+        return _envpool_info(env_id, env_kwargs)
     env = make_gymnasium(env_id, env_kwargs)
     try:
-        obs_space, act_space = env.observation_space, env.action_space
-        if not isinstance(act_space, gym.spaces.Box):
-            raise PolicygenError(
-                f"{env_id} has a {type(act_space).__name__} action space; policygen's policies need a "
-                f"continuous Box action space (e.g. Hopper-v5, Pendulum-v1, MountainCarContinuous-v0)")
-        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise PolicygenError(
-                f"{env_id} has observation space {obs_space}; policygen needs a flat 1-D Box observation")
-        low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
-        if not (np.all(np.isfinite(high)) and np.allclose(low, -high)):
-            raise PolicygenError(f"{env_id} has action bounds [{low}, {high}]; policygen needs finite "
-                                 f"symmetric bounds [-h, h]")
-        steps = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
-        return EnvInfo(env_id, int(obs_space.shape[0]), int(act_space.shape[0]),
-                       tuple(float(h) for h in high), int(steps), survival_bonus(env_id, env_kwargs))
+        return _check_spaces(env_id, env.observation_space, env.action_space,
+                             env.spec.max_episode_steps if env.spec else None, env_kwargs, False)
     finally:
         env.close()
+
+
+def _envpool_info(env_id: str, env_kwargs: dict | None) -> EnvInfo:
+    import envpool
+
+    check_env_id(env_id)
+    try:
+        spec = envpool.make_spec(env_id, **domain_kwargs(env_id, env_kwargs))
+    except Exception as e:  # envpool raises bare errors for unknown kwargs
+        raise PolicygenError(f"EnvPool cannot make {env_id!r} with {env_kwargs}: {e}") from None
+    # MetaWorld tasks report info["success"]; the only EnvPool-only domain so far
+    return _check_spaces(env_id, spec.observation_space, spec.action_space, spec.config.max_episode_steps,
+                         env_kwargs, env_id.startswith("MetaWorld/"))
+
+
+def _check_spaces(env_id: str, obs_space, act_space, max_steps: int | None, env_kwargs: dict | None,
+                  success_signal: bool) -> EnvInfo:
+    if not isinstance(act_space, gym.spaces.Box):
+        raise PolicygenError(
+            f"{env_id} has a {type(act_space).__name__} action space; policygen's policies need a "
+            f"continuous Box action space (e.g. Hopper-v5, Pendulum-v1, MountainCarContinuous-v0)")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise PolicygenError(
+            f"{env_id} has observation space {obs_space}; policygen needs a flat 1-D Box observation")
+    low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
+    if not (np.all(np.isfinite(high)) and np.allclose(low, -high)):
+        raise PolicygenError(f"{env_id} has action bounds [{low}, {high}]; policygen needs finite "
+                             f"symmetric bounds [-h, h]")
+    return EnvInfo(env_id, int(obs_space.shape[0]), int(act_space.shape[0]),
+                   tuple(float(h) for h in high), int(max_steps or 1000), survival_bonus(env_id, env_kwargs),
+                   success_signal)
 
 
 def env_info(env_id: str, env_kwargs: dict | None = None) -> EnvInfo:

@@ -4,6 +4,9 @@ A backend owns ``num_envs`` slots. ``step(ids, actions)`` steps only the listed 
 ends in a slot, ``reset(ids)`` starts a new one. EnvPool resets lazily (its next step of that slot
 returns the first observation and ignores the action): the engine then steps the slot once more with a
 dummy action and takes the returned observation as the episode's first, which saves a call per reset.
+
+Success signal: after each ``step``, ``success`` is ``(len(ids),)`` bool (``info["success"]`` of those
+slots, e.g. MetaWorld) or None when the env reports none; the engine turns it into episode success.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import threading
 
 import numpy as np
 
-from policygen.envs.make import check_env_id, make_gymnasium
+from policygen.envs.make import check_env_id, domain_kwargs, envpool_only, make_gymnasium
 from policygen.errors import EnvFault, PolicygenError
 
 BACKENDS = ("auto", "envpool", "gymnasium")
@@ -37,6 +40,9 @@ def resolve_backend(name: str, env_id: str) -> str:
     if name not in BACKENDS:
         raise PolicygenError(f"backend {name!r} is not one of {list(ENGINE_BACKENDS)}")
     check_env_id(env_id)
+    if (only := envpool_only(env_id)) and name == "gymnasium":
+        raise PolicygenError(f"{env_id} runs only through EnvPool (no Gymnasium version); use --backend envpool "
+                             f"or auto (needs {only[0]})")
     if name == "auto":
         return "envpool" if envpool_has(env_id) else "gymnasium"
     if name == "envpool" and not envpool_has(env_id):
@@ -64,6 +70,7 @@ class GymnasiumBackend:
     """
 
     lazy_reset = False
+    success: np.ndarray | None = None
 
     def __init__(self, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
                  num_threads: int | None = None, step_timeout: float = 0.0):
@@ -97,6 +104,8 @@ class GymnasiumBackend:
         rew = np.empty(n)
         term = np.empty(n, dtype=bool)
         trunc = np.zeros(n, dtype=bool)
+        success = np.zeros(n, dtype=bool)
+        seen = False
         self.errors = {}
         timed = self.step_timeout > 0
         if timed:
@@ -105,8 +114,10 @@ class GymnasiumBackend:
         try:                                                         # running when it fires is the slow one
             for k, i in enumerate(ids):
                 try:
-                    o, r, te, tr, _ = self.envs[i].step(actions[k])
+                    o, r, te, tr, info = self.envs[i].step(actions[k])
                     obs[k], rew[k], term[k], trunc[k] = o, r, te, tr
+                    if "success" in info:
+                        success[k], seen = bool(info["success"]), True
                 except Exception as e:
                     timeout = isinstance(e, _StepTimeout)
                     self.errors[int(i)] = (f"took longer than step_timeout={self.step_timeout:g} s for one step"
@@ -118,6 +129,7 @@ class GymnasiumBackend:
             if timed:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
+        self.success = success if seen else None
         return obs, rew, term, trunc
 
     def close(self) -> None:
@@ -129,6 +141,7 @@ class EnvPoolBackend:
     """EnvPool's synchronous pool, stepping only the listed slots on its C++ threads."""
 
     lazy_reset = True
+    success: np.ndarray | None = None
 
     errors: dict[int, str] = {}  # EnvPool's C++ tasks do not raise per env; a pool error is fatal (EnvFault)
 
@@ -139,7 +152,7 @@ class EnvPoolBackend:
         threads = num_threads or min(num_envs, 2)
         try:
             self.pool = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, batch_size=num_envs,
-                                     num_threads=threads, seed=int(seed), **(env_kwargs or {}))
+                                     num_threads=threads, seed=int(seed), **domain_kwargs(env_id, env_kwargs))
         except Exception as e:  # envpool raises bare RuntimeError/TypeError for bad kwargs
             raise PolicygenError(f"EnvPool cannot make {env_id!r} with {env_kwargs}: {e}") from None
         self.num_envs = num_envs
@@ -151,12 +164,15 @@ class EnvPoolBackend:
     def step(self, ids: np.ndarray, actions: np.ndarray):
         obs, rew, term, trunc, info = self.pool.step(actions, ids)
         got = info["env_id"]
+        success = np.asarray(info["success"]) > 0 if "success" in info else None
         if np.array_equal(got, ids):  # the synchronous pool answers in the order asked
+            self.success = success
             return obs, rew, term, trunc
         pos = {int(e): k for k, e in enumerate(got)}
         if sorted(pos) != sorted(int(i) for i in ids):
             raise PolicygenError("EnvPool returned other slots than were stepped")
         sel = np.array([pos[int(i)] for i in ids])
+        self.success = None if success is None else success[sel]
         return obs[sel], rew[sel], term[sel], trunc[sel]
 
     def close(self) -> None:

@@ -35,11 +35,17 @@ class RolloutResult:
     failed: np.ndarray
     """(B,) True where the environment misbehaved; the policy's returns are NaN."""
     trajectories: list[dict] | None = None
-    """Per episode (B * k, policy-major): ``obs (T, obs_dim)`` raw, ``actions (T, act_dim)``, ``rewards (T,)``."""
+    """Per episode (B * k, policy-major): ``obs (T, obs_dim)`` raw, ``actions (T, act_dim)``, ``rewards (T,)``;
+    with a success signal also ``success (T,)`` (``info["success"]`` after action t, i.e. of the state t+1)."""
     episode_returns: np.ndarray | None = None
     """(B, k) standard return of every episode."""
     obs_stats: RunningStats | None = field(default=None, repr=False)
     """Statistics of the observations the policies acted on in this call."""
+    successes: np.ndarray | None = None
+    """(B,) share of the k episodes that succeeded (``info["success"]`` ever true); None: the env has no
+    success signal."""
+    episode_successes: np.ndarray | None = None
+    """(B, k) bool, each episode's success; None without a success signal."""
 
 
 def checked_env(env_id: str, spec: MLPSpec, return_convention: str, env_kwargs: dict | None) -> EnvInfo:
@@ -124,7 +130,7 @@ class RolloutEngine:
             raise PolicygenError("parameter vectors contain NaN or inf; refusing to roll them out")
         if episodes > 1:
             jobs = np.repeat(jobs, episodes, axis=0)
-        ret, length, failed, trajs, stats = self._run(jobs, record)
+        ret, length, failed, trajs, stats, succ = self._run(jobs, record)
         b = len(thetas)
         train = ret - (self.info.survival_bonus * length
                        if self.return_convention == "no_survival_bonus" else 0.0)
@@ -135,14 +141,17 @@ class RolloutEngine:
             self.obs_stats.merge_stats(stats)
         mean = lambda a: a.reshape(b, episodes).mean(axis=1)  # noqa: E731
         return RolloutResult(mean(ret), mean(train), mean(length), steps,
-                             failed.reshape(b, episodes).any(axis=1), trajs, ret.reshape(b, episodes), stats)
+                             failed.reshape(b, episodes).any(axis=1), trajs, ret.reshape(b, episodes), stats,
+                             None if succ is None else mean(succ.astype(np.float64)),
+                             None if succ is None else succ.reshape(b, episodes))
 
     def _run(self, jobs: np.ndarray, record: bool):
         n_jobs, slots = len(jobs), min(self.num_envs, len(jobs))
         ret = np.zeros(n_jobs)
         length = np.zeros(n_jobs, dtype=np.int64)
         failed = np.zeros(n_jobs, dtype=bool)
-        trajs = [dict(obs=[], actions=[], rewards=[]) for _ in range(n_jobs)] if record else None
+        trajs = [dict(obs=[], actions=[], rewards=[], success=[]) for _ in range(n_jobs)] if record else None
+        succ, signalled = np.zeros(n_jobs, dtype=bool), False
         stats = _ObsAccumulator(self.info.obs_dim)
         self._norm = (self.obs_stats.mean.copy(), self.obs_stats.std.copy())  # frozen for this call
         sched = _Slots(slots, jobs, self._slot_rows)
@@ -200,9 +209,15 @@ class RolloutEngine:
                     done = term[:n] | trunc[:n] | bad
                 ret[j] += ra
                 length[j] += 1
+                flags = getattr(backend, "success", None)  # info["success"] of the stepped slots, if any
+                if flags is not None:
+                    signalled = True
+                    succ[j] |= flags[:n]
                 if record:
-                    for jj, rr in zip(j, ra, strict=True):
+                    for k, (jj, rr) in enumerate(zip(j, ra, strict=True)):
                         trajs[jj]["rewards"].append(rr)
+                        if flags is not None:
+                            trajs[jj]["success"].append(flags[k])
                 obs[active] = oa
                 for k in np.flatnonzero(done):
                     s = active[k]
@@ -218,8 +233,9 @@ class RolloutEngine:
                 start(s)
         ret[failed] = np.nan
         if record:
-            trajs = [{k: np.asarray(v, dtype=np.float32) for k, v in t.items()} for t in trajs]
-        return ret, length, failed, trajs, stats.result()
+            trajs = [{k: np.asarray(v, dtype=bool if k == "success" else np.float32) for k, v in t.items()
+                      if k != "success" or signalled} for t in trajs]
+        return ret, length, failed, trajs, stats.result(), succ if signalled else None
 
     def _step(self, backend, ids, actions):
         self.batch_steps += 1

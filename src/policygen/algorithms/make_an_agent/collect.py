@@ -59,14 +59,14 @@ def collect(run_dirs: list[str], out: str, copies: int = 15, noise: float = 1.0,
         loaded = load_run(src.run_dir, src.snapshot)
         policy = loaded.policy()
         spec, theta = with_biases(policy.spec, policy.theta.numpy()[None].astype(np.float32))
-        ds = ds or PolicyDataset.create_or_open(out, spec, layout, outcome="episode_end")
+        env_id = loaded.run_config.env_id
+        ds = ds or PolicyDataset.create_or_open(out, spec, layout, outcome=outcome_rule(env_id))
         ds.check_spec(spec, f"{src.run_dir} ({loaded.run.config['algorithm']})")
         if src.key in (done := ds.sources()):
             skipped += 1
             continue
         rng = np.random.default_rng([seed, zlib.crc32(src.key.encode())])
         thetas = noisy_copies(theta[0], copies, noise, rng)
-        env_id = loaded.run_config.env_id
         written += _roll_and_append(ds, env_id, spec, thetas, (policy.obs_mean, policy.obs_std), layout, rng,
                                     backend, src.key, {"source": src.key, "env_steps": loaded.env_steps}, log,
                                     f" ({len(done) + 1} of {len(sources)} checkpoints)")
@@ -93,13 +93,30 @@ def rollout_records(env_id: str, spec, thetas: np.ndarray, obs_mean: np.ndarray,
     finally:
         engine.close()
     keep = np.flatnonzero(~res.failed)
-    prompts = [prompt_from_episode(layout, res.trajectories[i]["obs"], res.trajectories[i]["actions"])
-               for i in keep]
+    prompts = [_prompt(layout, res.trajectories[i]) for i in keep]
     records = {k: np.stack([p[k] for p in prompts]) for k in prompts[0]} if prompts else {}
     n = len(keep)
     records.update(theta=thetas[keep], obs_mean=np.repeat(obs_mean[None], n, 0).astype(np.float64),
                    obs_std=np.repeat(obs_std[None], n, 0).astype(np.float64), returns=res.returns[keep])
     return records, [{"copy": int(i), "length": int(res.lengths[i])} for i in keep]
+
+
+def _prompt(layout: PromptLayout, traj: dict) -> dict[str, np.ndarray]:
+    """A recorded episode as a record's prompt; with a success signal, the outcome states start at the
+    first state reached after a step reporting success (the paper's states after the first success)."""
+    step_success = traj.get("success")
+    if step_success is None:
+        return prompt_from_episode(layout, traj["obs"], traj["actions"])
+    # success[t] is reported after action t, so it describes state t+1 (the last one is never recorded)
+    state_success = np.concatenate([[False], step_success[:-1]])
+    return prompt_from_episode(layout, traj["obs"], traj["actions"], state_success, bool(step_success.any()))
+
+
+def outcome_rule(env_id: str, env_kwargs: dict | None = None) -> str:
+    """How the data set's outcome states are chosen for ``env_id`` (dataset.json ``outcome``)."""
+    from policygen.envs.make import env_info
+
+    return "first_success" if env_info(env_id, env_kwargs).success_signal else "episode_end"
 
 
 def sb3_sac_actor(path: str, env_id: str):
@@ -146,7 +163,7 @@ def collect_sb3(zips: list[str], env_id: str, out: str, copies: int = 15, noise:
     written, skipped = 0, 0
     for z in zips:
         spec, theta = sb3_sac_actor(z, env_id)
-        ds = PolicyDataset.create_or_open(out, spec, layout, outcome="episode_end")
+        ds = PolicyDataset.create_or_open(out, spec, layout, outcome=outcome_rule(env_id))
         key = f"sb3:{Path(z).resolve()}"
         if key in ds.sources():
             skipped += 1

@@ -39,6 +39,8 @@ def write_prompts(path: str | Path, prompts: dict[str, np.ndarray], layout: Prom
         raise PolicygenError(f"{path}: prompt files end in .safetensors")
     arrays = {k: np.ascontiguousarray(prompts[k], dtype=np.float32) for k in PROMPT_KEYS}
     arrays["returns"] = np.asarray(prompts.get("returns", np.full(len(arrays["prompt_obs"]), np.nan)), np.float64)
+    if "success" in prompts:  # the prompt episodes' success, when the env has the signal
+        arrays["success"] = np.asarray(prompts["success"], np.uint8)
     meta = {"format": PROMPT_FORMAT, "version": "1", "env_id": env_id, "layout": json.dumps(layout.__dict__)}
     atomic_write_bytes(path, np_save(arrays, metadata=meta))
     return path
@@ -49,7 +51,7 @@ def read_prompts(path: str | Path, spec: MLPSpec, layout: PromptLayout) -> dict[
     path = Path(path)
     if path.is_dir():
         rec, _ = PolicyDataset.open(path).load()
-        prompts = {k: rec[k] for k in (*PROMPT_KEYS, "returns")}
+        prompts = {k: rec[k] for k in (*PROMPT_KEYS, "returns", "success")}
     else:
         try:
             data = path.read_bytes()
@@ -91,7 +93,7 @@ def record_prompts(policy: Policy, env_id: str, episodes: int, layout: PromptLay
     """``episodes`` recorded episodes of ``policy`` as prompts (with their returns)."""
     thetas = np.repeat(policy.theta.numpy()[None].astype(np.float32), episodes, axis=0)
     rec, _ = rollout_records(env_id, policy.spec, thetas, policy.obs_mean, policy.obs_std, layout, seed, backend)
-    return {k: rec[k] for k in (*PROMPT_KEYS, "returns")}
+    return {k: rec[k] for k in (*PROMPT_KEYS, "returns", "success")}
 
 
 def generate_policies(run_dir: str, prompt: str, n: int, out: str, seed: int = 0, force: bool = False) -> dict:
