@@ -138,3 +138,17 @@ def tiny_run(tmp_path_factory):
         return made[algo]
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread, as training runs use: two threads on a shared 2-core machine thrash (10x slower);
+    and a seeded global RNG for the networks' init, whatever tests ran before."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+    torch.set_num_threads(before)

@@ -24,16 +24,7 @@ from policygen.rollout.engine import RolloutEngine
 SPEC = MLPSpec(2, 1, (8,), "tanh", "tanh")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread, as training runs use: two threads on a shared 2-core machine thrash (10x slower);
-    and a seeded global RNG for the networks' init, whatever tests ran before."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 LAYOUT = PromptLayout(steps=6, state_every=3, outcome_states=2)

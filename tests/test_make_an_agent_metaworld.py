@@ -23,14 +23,7 @@ needs_mw = pytest.mark.skipif(not envpool_has(REACH), reason="envpool with MetaW
 LINEAR = MLPSpec(39, 4, (), "tanh", "clip", (1.0,) * 4, bias=True)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class SuccessStub(gym.Env):
