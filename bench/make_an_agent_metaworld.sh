@@ -19,7 +19,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 pg() { taskset -c 1 nice -n 19 python -m policygen "$@"; }
 mkdir -p "$root/prompts"
 echo "$stage start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$root/times.log"
-trap 'echo "$stage end $(date -u +%FT%TZ) rc $? load $(cut -d" " -f1-3 /proc/loadavg)" >> "$root/times.log"' EXIT
+# rc first: the $(date) substitution below would reset $?
+trap 'rc=$?; echo "$stage end $(date -u +%FT%TZ) rc $rc load $(cut -d" " -f1-3 /proc/loadavg)" >> "$root/times.log"' EXIT
 ARS_SET=(--set bias=true --set step_size=0.1 --set noise=0.15 --set n_directions=16 --set top=8)
 
 case $stage in

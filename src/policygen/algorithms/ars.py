@@ -100,8 +100,9 @@ class ARS(Algorithm):
         # Swimmer: the paper's V1 step sizes (alpha=0.02, nu=0.01) but N=4, b=2 instead of N=b=1. With N=b=1 the
         # std of the two used returns is |r+ - r-|/2, so every step is exactly +-2*alpha*delta: a fixed-size
         # random walk that drifts off good policies (policygen seeds 0-5, 300k steps: 2 of 6 above 300, two
-        # went back to ~0 after passing 300). N=4, b=2 reached 277-353 on 6 of 7 seeds by 300k steps, and
-        # runs 8 episodes at once instead of 2, which is ~2x faster per step (bench/ars_vs_sb3.py).
+        # went back to ~0 after passing 300). N=4, b=2 reached 277-353 on 6 of 7 seeds by 300k steps (seeds
+        # 0-6) and runs 8 episodes at once instead of 2, ~2x faster per step (bench/ars_vs_sb3.py). It is still
+        # seed-sensitive: seeds 10-13 at 500k gave 40/45/222/279 (N=8, b=4, alpha=0.04: 276/318/343/45).
         "swimmer": {"n_directions": 4, "top": 2, "step_size": 0.02, "noise": 0.01, "normalize_obs": False},
         "swimmer_paper": {"n_directions": 1, "top": 1, "step_size": 0.02, "noise": 0.01, "normalize_obs": False},
         # not in the paper: tuned here (bench/ars_pendulum.sh); reaches 1000 in < 10k steps on 3 seeds
