@@ -21,7 +21,13 @@ mkdir -p "$root/prompts"
 echo "$stage start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$root/times.log"
 # rc first: the $(date) substitution below would reset $?
 trap 'rc=$?; echo "$stage end $(date -u +%FT%TZ) rc $rc load $(cut -d" " -f1-3 /proc/loadavg)" >> "$root/times.log"' EXIT
-ARS_SET=(--set bias=true --set step_size=0.1 --set noise=0.15 --set n_directions=16 --set top=8)
+# ARS V1 (raw observations): the data set folds every record's observation statistics into one reference
+# (rebase_thetas), and with V2's per-run statistics MetaWorld's near-constant coordinates (std 0.0006-0.014)
+# made the folded weights ~20-100x larger than the policies' own (median norm 6 -> 119), so the autoencoder's
+# small relative errors became large behaviour errors. Raw observations need no folding. Reach-v3, 120k steps:
+# V1 alpha=0.05 nu=0.05 gave 647, V2 alpha=0.1 nu=0.15 ~470.
+ARS_SET=(--set bias=true --set normalize_obs=false --set step_size=0.05 --set noise=0.05 --set n_directions=16
+         --set top=8)
 
 case $stage in
 ars)

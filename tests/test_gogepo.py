@@ -110,7 +110,7 @@ def test_noise_free_policies_and_command_window():
 
 
 def test_noise_free_row_is_the_generator_output():
-    algo = tiny(noise_free_policies=2, evaluator_steps=0, generator_steps=0)
+    algo = tiny(noise_free_policies=2, noise_free_share=1, evaluator_steps=0, generator_steps=0)
     eng = FakeEngine()
     expected = algo.generate([algo.next_command()])[0]
     algo.iterate(eng)
@@ -118,8 +118,19 @@ def test_noise_free_row_is_the_generator_output():
     assert not torch.equal(eng.calls[-1][2], expected)
 
 
+def test_noise_free_policies_stay_a_share_of_the_iteration():
+    """fast: 4 noise-free of 16 policies, but 1 of 4 (fixed-length episodes), so 3 in 4 still explore."""
+    for n, free in ((16, 4), (8, 2), (4, 1), (2, 1)):
+        algo = tiny(policies_per_iteration=n, evaluator_steps=0, generator_steps=0)
+        eng = FakeEngine()
+        algo.iterate(eng)
+        thetas = eng.calls[-1]
+        same = [(t - thetas[0]).abs().max() == 0 for t in thetas]
+        assert sum(same) == free and all(same[:free]), (n, same)
+
+
 def test_spread_noise_free_policies_cover_the_seen_range():
-    algo = tiny(noise_free_policies=3, spread_noise_free="true", evaluator_steps=0, generator_steps=0)
+    algo = tiny(noise_free_policies=3, noise_free_share=1, spread_noise_free="true", evaluator_steps=0, generator_steps=0)
     eng = FakeEngine()
     algo.iterate(eng)  # no returns seen yet: every noise-free policy at the command
     assert torch.equal(eng.calls[-1][1], eng.calls[-1][0])

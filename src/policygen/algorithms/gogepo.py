@@ -25,7 +25,9 @@ Presets (both first-class):
   * 4 to 16 policies per iteration in one engine call, as many as make ~4000 env steps
     (``steps_per_iteration``: short episodes early, few long ones later), one of them G(c) itself without
     noise, and 3 more noise-free ones at commands drawn over the returns seen (``noise_free_policies``,
-    ``spread_noise_free``): with sigma = 0.1 on every weight the noise is far larger than G's output, so V
+    ``spread_noise_free``), but never more than a quarter of the iteration's policies
+    (``noise_free_share``; 4 of 16 while episodes are short, 1 of 4 once they last 1000 steps, so the
+    perturbed policies that explore stay 3 in 4): with sigma = 0.1 on every weight the noise is far larger than G's output, so V
     trained on perturbed policies alone misjudges the noise-free policies G actually makes, at the command
     and across the range (InvertedPendulum, 3 seeds: 1 noise-free policy reached 1000 on 2 seeds, these 4 on
     all 3; bench/results/gogepo-ip*.md);
@@ -87,6 +89,11 @@ class GoGePoConfig:
     """How many of the iteration's policies are G(c) itself, without noise (the rest are perturbed). They
     show V what the generator's own outputs achieve: trained on perturbed policies only, V can badly misjudge
     the noise-free policies G makes, whose weights are much smaller than the noise."""
+    noise_free_share: float = 1.0
+    """At most this share of an iteration's policies are noise-free (at least one, if any): with fixed-length
+    episodes (Swimmer; Hopper and InvertedPendulum once they stand) ``steps_per_iteration`` leaves 4
+    policies per iteration, and 4 noise-free ones would leave 1 perturbed policy per 4 episodes to explore
+    (Swimmer, seed 0: 16 at 1M steps with 3 of 4 noise-free; 277 at 600k with 1 of 4)."""
     spread_noise_free: bool = False
     """Noise-free policies after the first are G at commands drawn uniformly over the training returns seen
     (the first stays at the command): V then sees what G's own outputs achieve across the whole range, not
@@ -159,7 +166,7 @@ class GoGePo(Algorithm):
         "paper": {},
         "fast": {
             "policies_per_iteration": 16, "steps_per_iteration": 4000, "min_policies": 4,
-            "noise_free_policies": 4, "spread_noise_free": True, "evaluator_steps": 20,
+            "noise_free_policies": 4, "noise_free_share": 0.25, "spread_noise_free": True, "evaluator_steps": 20,
             "generator_steps": 5, "batch_size": 16, "evaluator_lr": 1e-3, "generator_lr": 1e-4,
             "buffer_size": 4000, "buffer_dtype": "float16", "return_scaling": "learned", "drive": 0.05,
             "drive_scaled": True, "command_window": 64, "generator_warmup": 64, "probe_init": "normal",
@@ -297,7 +304,7 @@ class GoGePo(Algorithm):
         t0 = time.perf_counter()
         command = self.next_command()
         n = self._num_policies()
-        n_free = min(int(c.noise_free_policies), n - 1)  # at least one perturbed policy
+        n_free = min(int(c.noise_free_policies), max(1, int(n * c.noise_free_share)), n - 1)  # >= 1 perturbed
         commands = np.full(n, command)
         if c.spread_noise_free and self.episodes and n_free > 1:
             u = torch.rand(n_free - 1, generator=self.gen, dtype=torch.float64).numpy()
