@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from policygen.algorithms.make_an_agent.model import MakeAnAgentConfig
-from policygen.algorithms.make_an_agent.train import train_stage
+from policygen.algorithms.make_an_agent.train import prepare, train_stage
 from policygen.buffers.policy_dataset import (
     FIELDS,
     PolicyDataset,
@@ -97,6 +97,20 @@ def test_rebase_is_exact_and_biases_are_added():
     linear = MLPSpec(2, 1, (), output="clip", bias=False)
     biased, t = with_biases(linear, np.ones((1, 2), np.float32))
     assert biased.bias and t.tolist() == [[1.0, 1.0, 0.0]]
+
+
+def test_prepare_measures_how_much_folding_inflates_the_weights(tmp_path):
+    """Records with the same statistics fold unchanged (1x); one coordinate with a tiny std in half the
+    records (MetaWorld's near-constant coordinates) inflates the folded weights, and prepare says by how much."""
+    rec, info = _records(8)
+    rec["obs_mean"][:], rec["obs_std"][:] = 0.0, 1.0
+    same = PolicyDataset.create_or_open(tmp_path / "same", SPEC, LAYOUT, "episode_end")
+    same.append(rec, info)
+    assert prepare(same)["fold_inflation"] == pytest.approx(1.0)
+    rec["obs_std"][::2, 0], rec["obs_mean"][::2, 0] = 1e-3, 5.0
+    skewed = PolicyDataset.create_or_open(tmp_path / "skewed", SPEC, LAYOUT, "episode_end")
+    skewed.append(rec, info)
+    assert prepare(skewed)["fold_inflation"] > 20
 
 
 def _stub_returns(spec, thetas, stub_id):

@@ -13,6 +13,7 @@ stages and continues an interrupted one from its last checkpoint, with the same 
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,8 +48,18 @@ def prepare(ds: PolicyDataset) -> dict:
     thetas = rebase_thetas(ds.spec, rec["theta"], rec["obs_mean"], rec["obs_std"], ref_mean, ref_std)
     traj, out = prompt_features(ds.spec, ref_mean, ref_std, rec["prompt_obs"], rec["prompt_actions"],
                                 rec["outcome_obs"])
+    norm = lambda a: np.linalg.norm(np.asarray(a, np.float64), axis=1)  # noqa: E731
+    inflation = float(np.median(norm(thetas) / np.maximum(norm(rec["theta"]), 1e-12)))
     return {"thetas": torch.from_numpy(thetas), "traj": traj, "outcome": out, "returns": rec["returns"],
-            "ref_mean": ref_mean, "ref_std": ref_std, "tasks": sorted({r["task"] for r in info}), "n": len(info)}
+            "ref_mean": ref_mean, "ref_std": ref_std, "tasks": sorted({r["task"] for r in info}), "n": len(info),
+            "fold_inflation": inflation}
+
+
+FOLD_INFLATION_WARN = 5.0
+"""Folding every record's observation statistics into the shared reference (``rebase_thetas``) is exact, but
+when it multiplies the weights' norm by more than this (runs whose statistics differ a lot, e.g. MetaWorld's
+near-constant coordinates under per-run normalisation: ~20x), the autoencoder's small relative errors become
+large behaviour errors."""
 
 
 def _batch(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -185,12 +196,17 @@ def _finish(run: RunDir, overrides: dict[str, str] | None, dataset: str | None, 
     if data["n"] != cfg_d["dataset_records"]:
         raise PolicygenError(f"{cfg_d['dataset']} now holds {data['n']} records, {cfg_d['dataset_records']} when "
                              f"{run.path} started; train a new run on it (--force)")
+    if data["fold_inflation"] > FOLD_INFLATION_WARN:
+        print(f"[make-an-agent] warning: folding the records' observation statistics into one reference made "
+              f"their weights {data['fold_inflation']:.0f}x larger (median); generated policies will be poor. "
+              f"Collect from runs without observation normalisation (ARS --set normalize_obs=false) or with "
+              f"similar statistics", file=sys.stderr)
     run.set_status("running")
     t0 = time.perf_counter()
     stages = run_stages(run, data, cfg, ds.spec, ds.layout, int(cfg_d["seed"]), log)
     run.write_summary({"algorithm": ALGORITHM, "env_ids": data["tasks"], "env_id": data["tasks"][0],
                        "records": data["n"], "stages": stages, "ref_mean": data["ref_mean"],
-                       "ref_std": data["ref_std"], "wall_s": sum(s["wall_s"] for s in stages.values()),
+                       "ref_std": data["ref_std"], "fold_inflation": data["fold_inflation"], "wall_s": sum(s["wall_s"] for s in stages.values()),
                        "this_call_s": time.perf_counter() - t0, "commit": cfg_d.get("commit")})
     return run
 
