@@ -137,3 +137,27 @@ def test_bench_rollout_reports_the_engine_beside_the_raw_backend():
     assert 0 < out["slot_utilisation"] <= 1 and 0 < out["backend_share"] <= 1
     # the backend's calls alone bound the engine: removing everything else can only raise the ratio
     assert out["backend_only_ratio"] >= out["ratio"]
+
+
+LEAN_CHECK = """
+import sys
+from policygen.rollout.backends import EnvPoolBackend, envpool_has
+assert envpool_has("Hopper-v5") and envpool_has("MetaWorld/Reach-v3") and envpool_has("MountainCarContinuous-v0")
+assert "envpool.jumanji" not in sys.modules and "matplotlib.pyplot" not in sys.modules, "not lean"
+assert EnvPoolBackend("Hopper-v5", 2, 0).first_obs.shape == (2, 11)
+assert envpool_has("Pong-v5"), "an id outside the lean domains must still be found"
+import envpool
+assert len(envpool.list_all_envs()) > 1000 and "matplotlib.pyplot" in sys.modules  # completed: envpool's own import
+print("ok")
+"""
+
+
+def test_envpool_is_imported_lean_and_completes_itself_for_other_ids():
+    """Our first import of EnvPool skips its Jumanji/matplotlib start-up (~1.3 s); any other use of the
+    package, or an id outside the lean domains, gets EnvPool's complete import. A fresh process: imports
+    are process-wide."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LEAN_CHECK], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

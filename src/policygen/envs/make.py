@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
+import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -62,17 +65,90 @@ def survival_bonus(env_id: str, env_kwargs: dict | None = None) -> float:
     return SURVIVAL_BONUS.get(base, 0.0)
 
 
-def _envpool_ids() -> list[str] | None:
+LEAN_ENVPOOL_DOMAINS = ("mujoco.gym", "mujoco.metaworld", "classic_control", "box2d")
+"""The EnvPool domains whose registrations ``import_envpool`` loads first: the continuous-control ones."""
+_envpool_state: dict = {}
+
+
+def import_envpool(env_id: str | None = None):
+    """EnvPool's registry (``make``, ``make_spec``, ``list_all_envs``), or None when EnvPool is not installed.
+
+    ``import envpool`` registers all 17 of EnvPool's domains, and its Jumanji renderer imports
+    matplotlib.pyplot: ~1.7 s of every command that touches an environment. Here the first import runs only
+    the registrations of ``LEAN_ENVPOOL_DOMAINS`` (~0.4 s), with the package module created but its
+    __init__ not yet run. The package completes itself (runs EnvPool's own __init__, registering the rest)
+    as soon as anything reads an attribute it lacks (``envpool.make`` in other code), or here when
+    ``env_id`` is not among the lean registrations, so no id is ever missed. Anything unexpected in
+    EnvPool's layout falls back to the plain import."""
+    if "registry" not in _envpool_state:
+        _envpool_state["registry"] = _lean_envpool() or _full_envpool()
+    registry = _envpool_state["registry"]
+    if registry is not None and env_id is not None and env_id not in registry.list_all_envs():
+        _complete_envpool()
+    return registry
+
+
+def _full_envpool():
     try:
-        import envpool
+        import envpool  # noqa: F401
+        import envpool.registration
     except ImportError:
         return None
-    return list(envpool.list_all_envs())
+    return envpool.registration
+
+
+def _lean_envpool():
+    if "envpool" in sys.modules:  # imported already (by other code): use it as it is
+        return None
+    try:
+        spec = importlib.util.find_spec("envpool")
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            return None
+        pkg = importlib.util.module_from_spec(spec)
+        sys.modules["envpool"] = pkg
+        for domain in LEAN_ENVPOOL_DOMAINS:
+            importlib.import_module(f"envpool.{domain}.registration")
+        registry = importlib.import_module("envpool.registration")
+        if not all(callable(getattr(registry, f, None)) for f in ("make", "make_spec", "list_all_envs")):
+            raise ImportError("envpool.registration lacks make/make_spec/list_all_envs")
+    except Exception:  # another EnvPool layout: forget the partial package, take the plain import
+        for name in [m for m in sys.modules if m == "envpool" or m.startswith("envpool.")]:
+            del sys.modules[name]
+        return None
+
+    def complete_on_access(name: str):
+        if _envpool_state.get("completing"):
+            raise AttributeError(f"module 'envpool' has no attribute {name!r}")
+        _complete_envpool()
+        return getattr(pkg, name)
+
+    pkg.__getattr__ = complete_on_access
+    _envpool_state["lean"] = (pkg, spec)
+    return registry
+
+
+def _complete_envpool() -> None:
+    """Run EnvPool's own __init__ in the lean package (every domain registered, its attributes set)."""
+    lean = _envpool_state.pop("lean", None)
+    if lean is None:
+        return
+    pkg, spec = lean
+    _envpool_state["completing"] = True
+    try:
+        spec.loader.exec_module(pkg)
+    finally:
+        _envpool_state["completing"] = False
+    del pkg.__getattr__
+
+
+def _envpool_ids(env_id: str | None = None) -> list[str] | None:
+    registry = import_envpool(env_id)
+    return None if registry is None else list(registry.list_all_envs())
 
 
 def check_env_id(env_id: str) -> None:
     if (only := envpool_only(env_id)) is not None:
-        ids = _envpool_ids()
+        ids = _envpool_ids(env_id)
         if ids is None:
             raise PolicygenError(f"{env_id} runs only through EnvPool, which is not installed; install {only[0]}")
         if env_id not in ids:
@@ -117,11 +193,9 @@ def _env_info(env_id: str, kwargs: str | dict) -> EnvInfo:
 
 
 def _envpool_info(env_id: str, env_kwargs: dict | None) -> EnvInfo:
-    import envpool
-
     check_env_id(env_id)
     try:
-        spec = envpool.make_spec(env_id, **domain_kwargs(env_id, env_kwargs))
+        spec = import_envpool(env_id).make_spec(env_id, **domain_kwargs(env_id, env_kwargs))
     except Exception as e:  # envpool raises bare errors for unknown kwargs
         raise PolicygenError(f"EnvPool cannot make {env_id!r} with {env_kwargs}: {e}") from None
     # MetaWorld tasks report info["success"]; the only EnvPool-only domain so far

@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from policygen.envs.make import check_env_id, domain_kwargs, envpool_only, make_gymnasium
+from policygen.envs.make import check_env_id, domain_kwargs, envpool_only, import_envpool, make_gymnasium
 from policygen.errors import EnvFault, PolicygenError
 
 BACKENDS = ("auto", "envpool", "gymnasium")
@@ -25,11 +25,8 @@ ENGINE_BACKENDS = (*BACKENDS, "ray")
 
 
 def envpool_has(env_id: str) -> bool:
-    try:
-        import envpool
-    except ImportError:
-        return False
-    return env_id in envpool.list_all_envs()
+    registry = import_envpool(env_id)
+    return registry is not None and env_id in registry.list_all_envs()
 
 
 def resolve_backend(name: str, env_id: str) -> str:
@@ -147,12 +144,11 @@ class EnvPoolBackend:
 
     def __init__(self, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
                  num_threads: int | None = None, step_timeout: float = 0.0):
-        import envpool
-
         threads = num_threads or min(num_envs, 2)
         try:
-            self.pool = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, batch_size=num_envs,
-                                     num_threads=threads, seed=int(seed), **domain_kwargs(env_id, env_kwargs))
+            make = import_envpool(env_id).make
+            self.pool = make(env_id, env_type="gymnasium", num_envs=num_envs, batch_size=num_envs,
+                             num_threads=threads, seed=int(seed), **domain_kwargs(env_id, env_kwargs))
         except Exception as e:  # envpool raises bare RuntimeError/TypeError for bad kwargs
             raise PolicygenError(f"EnvPool cannot make {env_id!r} with {env_kwargs}: {e}") from None
         self.num_envs = num_envs
