@@ -71,7 +71,8 @@ def test_numpy_forward_of_the_engine_equals_torch_forward(spec):
     assert np.allclose(got, forward(spec, thetas, obs).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", [MLPSpec(5, 2, (16, 8), "relu", "tanh", (2.0, 0.5)), MLPSpec(5, 2, (), "tanh", "clip")])
+@pytest.mark.parametrize("spec", [MLPSpec(5, 2, (16, 8), "relu", "tanh", (2.0, 0.5)),
+                                  MLPSpec(5, 2, (), "tanh", "clip")])
 def test_engine_forward_follows_its_weight_rows_after_they_change(spec):
     # the engine refills rows in place as slots take new policies; the prebuilt layer views must see that
     rows = np.zeros((8, spec.num_params), dtype=np.float32)

@@ -130,7 +130,8 @@ def test_noise_free_policies_stay_a_share_of_the_iteration():
 
 
 def test_spread_noise_free_policies_cover_the_seen_range():
-    algo = tiny(noise_free_policies=3, noise_free_share=1, spread_noise_free="true", evaluator_steps=0, generator_steps=0)
+    algo = tiny(noise_free_policies=3, noise_free_share=1, spread_noise_free="true", evaluator_steps=0,
+                generator_steps=0)
     eng = FakeEngine()
     algo.iterate(eng)  # no returns seen yet: every noise-free policy at the command
     assert torch.equal(eng.calls[-1][1], eng.calls[-1][0])

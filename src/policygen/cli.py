@@ -119,11 +119,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
+    from policygen import cli_make_an_agent as maa
     from policygen.algorithms.loading import load_run
     from policygen.analysis.sweep import outside_note, seen_range
     from policygen.policies.io import save_policy
-
-    from policygen import cli_make_an_agent as maa
 
     if a.prompt is not None or maa.is_make_an_agent_run(a.run_dir):
         return maa.cmd_generate_prompted(a)

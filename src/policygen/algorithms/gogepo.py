@@ -27,10 +27,10 @@ Presets (both first-class):
     noise, and 3 more noise-free ones at commands drawn over the returns seen (``noise_free_policies``,
     ``spread_noise_free``), but never more than a quarter of the iteration's policies
     (``noise_free_share``; 4 of 16 while episodes are short, 1 of 4 once they last 1000 steps, so the
-    perturbed policies that explore stay 3 in 4): with sigma = 0.1 on every weight the noise is far larger than G's output, so V
-    trained on perturbed policies alone misjudges the noise-free policies G actually makes, at the command
-    and across the range (InvertedPendulum, 3 seeds: 1 noise-free policy reached 1000 on 2 seeds, these 4 on
-    all 3; bench/results/gogepo-ip*.md);
+    perturbed policies that explore stay 3 in 4): with sigma = 0.1 on every weight the noise is far larger
+    than G's output, so V trained on perturbed policies alone misjudges the noise-free policies G actually
+    makes, at the command and across the range (InvertedPendulum, 3 seeds: 1 noise-free policy reached 1000
+    on 2 seeds, these 4 on all 3; bench/results/gogepo-ip*.md);
   * fewer generator steps (5 per iteration; a step is ~5x the cost of an evaluator step) at a 50x higher
     lr (1e-4), and more evaluator steps (20, lr 1e-3);
   * returns scaled from data instead of hand-set ranges: G's input is (c - min) / (max - min) over the

@@ -52,7 +52,8 @@ def _calibration_section(env: str, e: dict) -> list[str]:
         lines.append("")
     if e["generators_without_sweep"]:
         lines += [f"Calibration: {len(e['generators_without_sweep'])} generator run(s) hold no sweep.json, so no "
-                  f"calibration curve for them (make one with `policygen sweep RUN --episodes 5`, which writes RUN/sweep.json)."]
+                  f"calibration curve for them (make one with `policygen sweep RUN --episodes 5`, which writes "
+                  f"RUN/sweep.json)."]
         lines.append("")
     elif "calibration" not in e["figures"]:
         lines += ["Calibration: no generator runs (gogepo, udrlpg) in this table.", ""]

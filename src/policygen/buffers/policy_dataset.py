@@ -66,7 +66,8 @@ class PromptLayout:
 
 
 def prompt_from_episode(layout: PromptLayout, obs: np.ndarray, actions: np.ndarray,
-                        success: np.ndarray | None = None, episode_success: bool | None = None) -> dict[str, np.ndarray]:
+                        success: np.ndarray | None = None,
+                        episode_success: bool | None = None) -> dict[str, np.ndarray]:
     """One episode's ``obs (T, obs)`` and ``actions (T, act)`` -> the prompt tensors of one record.
 
     ``success (T,)`` flags the states that count as succeeded (the outcome states start at the first);

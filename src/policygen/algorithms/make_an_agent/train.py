@@ -206,7 +206,8 @@ def _finish(run: RunDir, overrides: dict[str, str] | None, dataset: str | None, 
     stages = run_stages(run, data, cfg, ds.spec, ds.layout, int(cfg_d["seed"]), log)
     run.write_summary({"algorithm": ALGORITHM, "env_ids": data["tasks"], "env_id": data["tasks"][0],
                        "records": data["n"], "stages": stages, "ref_mean": data["ref_mean"],
-                       "ref_std": data["ref_std"], "fold_inflation": data["fold_inflation"], "wall_s": sum(s["wall_s"] for s in stages.values()),
+                       "ref_std": data["ref_std"], "fold_inflation": data["fold_inflation"],
+                       "wall_s": sum(s["wall_s"] for s in stages.values()),
                        "this_call_s": time.perf_counter() - t0, "commit": cfg_d.get("commit")})
     return run
 
