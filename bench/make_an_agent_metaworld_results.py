@@ -42,7 +42,11 @@ def gather(root: Path) -> dict:
     rep = _json(root / "report" / "report.json")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    out = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
+    # the commits the runs were made at (each run's config.json), beside the one gathering them
+    made_at = {f"ars/{p.parent.name}": c.get("commit") for p in sorted((root / "ars").glob("*/config.json"))
+               if (c := _json(p))}
+    made_at["make-an-agent"] = (_json(root / "maa" / "config.json") or {}).get("commit")
+    out = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit, "run_commits": made_at,
            "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
            "times_log": (root / "times.log").read_text().splitlines() if (root / "times.log").exists() else [],
            "ars": ars, "collect": _json(root / "collect.json"), "prompts": prompts,
@@ -67,8 +71,10 @@ def markdown(r: dict) -> str:
     from policygen.analysis.agent_report import report_markdown
 
     lines = ["# Make-An-Agent on MetaWorld v3 (EnvPool), CPU scale", "",
-             f"Date {r['date']}, commit `{r['commit'][:10]}`, {r['machine']['cpu']} ({r['machine']['cores']} cores), "
-             "shared with other benchmarks: every command nice 19 on one core (taskset -c 1).", "",
+             f"Gathered {r['date']} at commit `{r['commit'][:10]}`, {r['machine']['cpu']} ({r['machine']['cores']} "
+             "cores), shared with other benchmarks: every command nice 19 on one core (taskset -c 1).", "",
+             "Runs made at: " + ", ".join(f"{k} `{(v or '?')[:10]}`" for k, v in r.get("run_commits", {}).items())
+             + " (report-agent ran at the gathering commit's code or earlier: see the times below).", "",
              "Commands (ROOT = the run folder):", "", "```",
              "bench/make_an_agent_metaworld.sh ars ROOT", "bench/make_an_agent_metaworld.sh data ROOT",
              "bench/make_an_agent_metaworld.sh report ROOT",

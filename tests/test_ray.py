@@ -110,6 +110,28 @@ def test_two_workers_match_the_local_engine_on_deterministic_starts(cluster):
     ray2.close()
 
 
+def test_success_signal_comes_back_through_ray(cluster):
+    """MetaWorld's info["success"]: the same successes as the local engine, per policy and per episode."""
+    env = "MetaWorld/Reach-v3"
+    spec = MLPSpec(39, 4, (), "tanh", "clip", (1.0,) * 4, bias=True)
+    w = np.zeros((4, 39))
+    w[:3, 36:39], w[:3, 0:3] = 10 * np.eye(3), -10 * np.eye(3)  # move the hand to the goal
+    expert = torch.tensor(np.concatenate([w.ravel(), np.zeros(4)]), dtype=torch.float32)
+    th = torch.stack([expert, torch.zeros(spec.num_params), expert])
+    kw = {"max_episode_steps": 60}
+    loc = RolloutEngine(env, spec, num_envs=2, seed=0, normalize_obs=False, env_kwargs=kw)
+    ray2 = make_engine(env, spec, num_envs=2, seed=0, backend="ray", ray_workers=2, normalize_obs=False,
+                       env_kwargs=kw)
+    a, b = loc.evaluate(th, episodes=2), ray2.evaluate(th, episodes=2)
+    np.testing.assert_array_equal(b.successes, [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(a.successes, b.successes)
+    assert b.episode_successes.shape == (3, 2) and b.episode_successes.dtype == bool
+    no_signal = make_engine("Hopper-v5", _spec(), num_envs=2, seed=0, backend="ray", ray_workers=2)
+    assert no_signal.evaluate(init_thetas(_spec(), 2, torch.Generator().manual_seed(0))).successes is None
+    for e in (loc, ray2, no_signal):
+        e.close()
+
+
 def test_killing_a_worker_mid_batch_loses_nothing_and_counts_nothing_twice(cluster):
     spec = _spec("Swimmer-v5", (8,))  # Swimmer's episodes never end early: 1000 steps each
     th = init_thetas(spec, 32, torch.Generator().manual_seed(3))

@@ -123,6 +123,7 @@ class _Worker:
                 "failed": res.failed, "steps": res.env_steps, "failures": eng.failures - f0,
                 "last_fault": eng.last_fault if eng.failures > f0 else None,
                 "trajectories": res.trajectories, "stats": (st.count, st.mean, st.m2), "built": built,
+                "successes": res.successes,
                 "slot_steps": (eng.batch_steps - b0) * eng.num_envs, "backend_s": eng.backend_seconds - s0,
                 "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "pid": os.getpid()}
 
@@ -310,6 +311,10 @@ class RayRolloutEngine:
         self.failures += sum(p["failures"] for p in parts)
         self.last_fault = next((p["last_fault"] for p in reversed(parts) if p["last_fault"]), self.last_fault)
         ret = cat("returns")
+        # each job is one episode, so a chunk's successes are its episodes' (None: the env has no signal)
+        succ = cat("successes") > 0.5 if all(p.get("successes") is not None for p in parts) else None
         return RolloutResult(mean(ret), mean(cat("train_returns")), mean(cat("lengths")),
                              int(sum(p["steps"] for p in parts)), cat("failed").reshape(b, episodes).any(axis=1),
-                             trajs, ret.reshape(b, episodes), stats)
+                             trajs, ret.reshape(b, episodes), stats,
+                             None if succ is None else mean(succ.astype(np.float64)),
+                             None if succ is None else succ.reshape(b, episodes))
