@@ -105,9 +105,25 @@ def test_run_config_refuses_values_that_make_no_sense():
     from policygen.errors import PolicygenError
 
     for bad in ({"steps": 0}, {"num_envs": 10**6}, {"seed": -1}, {"step_timeout": float("nan")},
-                {"max_failures": -1}, {"eval_episodes": 1.5}, {"env_kwargs": [1]}):
+                {"max_failures": -1}, {"eval_episodes": 1.5}, {"env_kwargs": [1]}, {"env_threads": -1}):
         with pytest.raises(PolicygenError, match=next(iter(bad))):
             RunConfig(env_id="Hopper-v5", **bad)
+
+
+def test_env_threads_reach_the_envpool_of_the_run():
+    from types import SimpleNamespace
+
+    from policygen.algorithms.base import RunConfig
+    from policygen.algorithms.trainer import _engine
+    from policygen.policies.flat_mlp import MLPSpec
+
+    algo = SimpleNamespace(spec=MLPSpec(11, 3, ()), return_convention="standard")
+    for threads, expected in ((1, 1), (0, 2)):  # 0: EnvPool's default, min(num_envs, 2)
+        engine = _engine(RunConfig(env_id="Hopper-v5", backend="envpool", env_threads=threads), algo, 4)
+        try:
+            assert engine._backend.pool.config["num_threads"] == expected
+        finally:
+            engine.close()
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -79,9 +79,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         rc = RunConfig(env_id=a.env, steps=a.steps, seed=a.seed, backend=a.backend, num_envs=a.num_envs,
                        eval_every=a.eval_every or max(1000, a.steps // 20), eval_episodes=a.eval_episodes,
                        checkpoint_every=a.checkpoint_every, env_kwargs=_json_arg("--env-kwargs", a.env_kwargs),
-                       torch_threads=a.torch_threads, max_failures=a.max_failures, step_timeout=a.step_timeout,
-                       tensorboard=a.tensorboard, snapshots=a.snapshots, ray_address=a.ray_address,
-                       ray_workers=a.ray_workers)
+                       torch_threads=a.torch_threads, env_threads=a.env_threads, max_failures=a.max_failures,
+                       step_timeout=a.step_timeout, tensorboard=a.tensorboard, snapshots=a.snapshots,
+                       ray_address=a.ray_address, ray_workers=a.ray_workers)
         if a.backend == "ray":  # before the run directory exists: a bad address leaves nothing behind
             from policygen.rollout.ray_engine import check_address
 
@@ -330,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-envs", type=ENVS, default=64, help="environments stepped together (default 64)")
     t.add_argument("--torch-threads", type=NONNEG, default=1,
                    help="torch threads for the updates (default 1: the other core steps the physics; 0 = torch's)")
+    t.add_argument("--env-threads", type=NONNEG, default=0,
+                   help="EnvPool worker threads (default 0: min(num-envs, 2); 1 when two runs share 2 cores)")
     t.add_argument("--eval-every", type=COUNT, help="evaluate every N env steps (default steps/20)")
     t.add_argument("--eval-episodes", type=COUNT, default=10, help="episodes per evaluation (default 10)")
     t.add_argument("--checkpoint-every", type=COUNT, default=20, help="checkpoint every N iterations (default 20; "

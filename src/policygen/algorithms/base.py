@@ -55,6 +55,9 @@ class RunConfig:
     """Threads of torch's own pool for the learning updates (0: torch's default). One, because the other
     core steps the physics: on this 2-core machine two torch threads made GoGePo's generator step 1.4-12x
     slower (12x when another job shared the cores; bench/results/gogepo-cost.md)."""
+    env_threads: int = 0
+    """EnvPool worker threads (0: min(num_envs, 2)); 1 lets two runs share a 2-core machine without
+    oversubscribing it. The Gymnasium backend steps in this process and ignores it."""
     snapshots: int = 0
     """Also keep this many snapshots of the whole state, at evenly spaced env steps during the run
     (``checkpoints/snapshot-STEPS.safetensors``; the map draws them). A GoGePo checkpoint holds its buffer:
@@ -64,16 +67,16 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "num_envs": 1, "eval_every": 1, "eval_episodes": 1, "checkpoint_every": 1,
-                    "max_failures": 0, "torch_threads": 0, "snapshots": 0}
+                    "max_failures": 0, "torch_threads": 0, "env_threads": 0, "snapshots": 0}
         for name, low in at_least.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise PolicygenError(f"{name} must be an integer >= {low}, got {v!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise PolicygenError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
-        if self.num_envs > MAX_ENVS or self.torch_threads > 1024:
-            raise PolicygenError(f"num_envs must be <= {MAX_ENVS} and torch_threads <= 1024, got "
-                                 f"{self.num_envs}, {self.torch_threads}")
+        if self.num_envs > MAX_ENVS or self.torch_threads > 1024 or self.env_threads > 1024:
+            raise PolicygenError(f"num_envs must be <= {MAX_ENVS}, torch_threads and env_threads <= 1024, got "
+                                 f"{self.num_envs}, {self.torch_threads}, {self.env_threads}")
         if not isinstance(self.step_timeout, int | float) or not 0 <= self.step_timeout < math.inf:
             raise PolicygenError(f"step_timeout must be a number of seconds >= 0 (0: off), got {self.step_timeout!r}")
         if not isinstance(self.env_id, str) or not isinstance(self.backend, str):

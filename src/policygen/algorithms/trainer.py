@@ -240,7 +240,7 @@ def _engine(rc: RunConfig, algo: Algorithm, num_envs: int):
                        ray_address=rc.ray_address, ray_workers=rc.ray_workers,
                        return_convention=algo.return_convention, env_kwargs=rc.env_kwargs,
                        normalize_obs=getattr(algo, "normalize_obs", True), tolerate_faults=True,
-                       step_timeout=rc.step_timeout)
+                       step_timeout=rc.step_timeout, num_threads=rc.env_threads or None)
 
 
 def evaluate_algo(algo: Algorithm, engine: RolloutEngine, episodes: int) -> dict:
