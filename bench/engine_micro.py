@@ -3,7 +3,9 @@
 
 1. one 256x256 layer of 64 different policies on one observation each: torch.bmm vs numpy matmul (BLAS gemv);
 2. EnvPool's cost per `step` call against the number of slots stepped (its fixed per-call latency);
-3. a raw EnvPool step with and without the policies' forward between steps (the forward's cache footprint).
+3. a raw EnvPool step with and without the policies' forward between steps (the forward's cache footprint);
+4. our EnvPool backend's step call through EnvPool's public ``step`` against its direct ``_send``/``_recv``
+   path, by slots stepped, the two alternated three times.
 
 Usage: python bench/engine_micro.py [--env Hopper-v5] > bench/results/engine-micro.json
 """
@@ -81,6 +83,23 @@ def main() -> int:
             n += 64
         cache[mode] = t_step / n * 1e6
     out["envpool_step_us_per_env_step"] = cache
+    pool.close()
+
+    from policygen.rollout.backends import EnvPoolBackend
+
+    paths = {"public": EnvPoolBackend(a.env, 64, 0), "direct": EnvPoolBackend(a.env, 64, 0)}
+    paths["public"]._direct = None
+    calls: dict = {name: {n: [] for n in (64, 8, 1)} for name in paths}
+    for _ in range(3):
+        for name, be in paths.items():
+            for n in (64, 8, 1):
+                ids = np.arange(n)
+                calls[name][n].append(per_call_us(
+                    lambda be=be, ids=ids: be.step(ids, rng.uniform(-high, high, (len(ids), info.act_dim))), 1))
+    out["backend_step_call_us_by_slots"] = {name: {n: float(np.median(v)) for n, v in d.items()}
+                                            for name, d in calls.items()}
+    for be in paths.values():
+        be.close()
     out["load_average_after"] = os.getloadavg()  # on 2 cores, above ~1 means another job shared them
     print(json.dumps(out, indent=2))
     return 0
