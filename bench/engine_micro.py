@@ -4,8 +4,8 @@
 1. one 256x256 layer of 64 different policies on one observation each: torch.bmm vs numpy matmul (BLAS gemv);
 2. EnvPool's cost per `step` call against the number of slots stepped (its fixed per-call latency);
 3. a raw EnvPool step with and without the policies' forward between steps (the forward's cache footprint);
-4. our EnvPool backend's step call through EnvPool's public ``step`` against its direct ``_send``/``_recv``
-   path, by slots stepped, the two alternated three times.
+4. our backends' step call by slots stepped, alternated three times: EnvPool through its public ``step``,
+   through the direct ``_send``/``_recv`` path (2 threads, and 1), and the in-process Gymnasium backend.
 
 Usage: python bench/engine_micro.py [--env Hopper-v5] > bench/results/engine-micro.json
 """
@@ -85,17 +85,25 @@ def main() -> int:
     out["envpool_step_us_per_env_step"] = cache
     pool.close()
 
-    from policygen.rollout.backends import EnvPoolBackend
+    from policygen.rollout.backends import EnvPoolBackend, GymnasiumBackend
 
-    paths = {"public": EnvPoolBackend(a.env, 64, 0), "direct": EnvPoolBackend(a.env, 64, 0)}
+    paths = {"public": EnvPoolBackend(a.env, 64, 0), "direct": EnvPoolBackend(a.env, 64, 0),
+             "direct_1_thread": EnvPoolBackend(a.env, 64, 0, num_threads=1),
+             "gymnasium": GymnasiumBackend(a.env, 64, 0)}
     paths["public"]._direct = None
+    paths["gymnasium"].reset(np.arange(64))
+
+    def step(be, ids):
+        term, trunc = be.step(ids, rng.uniform(-high, high, (len(ids), info.act_dim)))[2:]
+        if not be.lazy_reset and (term | trunc).any():
+            be.reset(ids[term | trunc])
+
     calls: dict = {name: {n: [] for n in (64, 8, 1)} for name in paths}
     for _ in range(3):
         for name, be in paths.items():
             for n in (64, 8, 1):
                 ids = np.arange(n)
-                calls[name][n].append(per_call_us(
-                    lambda be=be, ids=ids: be.step(ids, rng.uniform(-high, high, (len(ids), info.act_dim))), 1))
+                calls[name][n].append(per_call_us(lambda be=be, ids=ids: step(be, ids), 1))
     out["backend_step_call_us_by_slots"] = {name: {n: float(np.median(v)) for n, v in d.items()}
                                             for name, d in calls.items()}
     for be in paths.values():
