@@ -1,4 +1,5 @@
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import torch
 from policygen.algorithms.base import RunConfig, make_config
 from policygen.algorithms.gogepo import GoGePo, GoGePoConfig
 from policygen.algorithms.loading import load_run
-from policygen.algorithms.trainer import resume_run, start_run
+from policygen.algorithms.trainer import build, resume_run, start_run
 from policygen.envs.make import env_info
 from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine, RolloutResult
@@ -32,7 +33,15 @@ def engine_for(algo, seed=0):
 
 
 def test_presets_and_config_errors():
-    assert GoGePo.default_preset == "fast"
+    assert GoGePo.preset_for("InvertedPendulum-v5") == GoGePo.preset_for("Hopper-v5") == "fast"
+    assert GoGePo.preset_for("Swimmer-v5") == GoGePo.preset_for("MountainCarContinuous-v0") == "fast-explore"
+    explore = make_config(GoGePoConfig, GoGePo.presets["fast-explore"], None)
+    fast = make_config(GoGePoConfig, GoGePo.presets["fast"], None)
+    assert (fast.noise_free_share, explore.noise_free_share) == (1.0, 0.25)
+    assert {**asdict(explore), "noise_free_share": 1.0} == asdict(fast)  # the one difference
+    _, cfg, preset = build("gogepo", RunConfig(env_id="Swimmer-v5"), None, None)  # a run with no --preset
+    assert (preset, cfg.noise_free_share) == ("fast-explore", 0.25)
+    assert build("gogepo", RunConfig(env_id="Swimmer-v5"), "fast", None)[2] == "fast"  # named: kept
     paper = make_config(GoGePoConfig, GoGePo.presets["paper"], None)
     assert (paper.evaluator_steps, paper.generator_steps, paper.batch_size) == (5, 20, 16)
     assert (paper.evaluator_lr, paper.generator_lr, paper.sigma, paper.buffer_size) == (5e-3, 2e-6, 0.1, 10_000)

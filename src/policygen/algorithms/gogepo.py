@@ -166,13 +166,21 @@ class GoGePo(Algorithm):
         "paper": {},
         "fast": {
             "policies_per_iteration": 16, "steps_per_iteration": 4000, "min_policies": 4,
-            "noise_free_policies": 4, "noise_free_share": 0.25, "spread_noise_free": True, "evaluator_steps": 20,
+            "noise_free_policies": 4, "spread_noise_free": True, "evaluator_steps": 20,
             "generator_steps": 5, "batch_size": 16, "evaluator_lr": 1e-3, "generator_lr": 1e-4,
             "buffer_size": 4000, "buffer_dtype": "float16", "return_scaling": "learned", "drive": 0.05,
             "drive_scaled": True, "command_window": 64, "generator_warmup": 64, "probe_init": "normal",
         },
     }
-    default_preset = "fast"
+    # fast for tasks whose first good behaviour only exploration finds (Swimmer's wiggle, MountainCar's swing):
+    # at most 1 of 4 policies noise-free (bench/results/gogepo-nfshare-*.md)
+    presets["fast-explore"] = {**presets["fast"], "noise_free_share": 0.25}
+    default_preset = None  # by env: preset_for
+    EXPLORE_TASKS = ("Swimmer", "MountainCarContinuous")
+
+    @staticmethod
+    def preset_for(env_id: str) -> str:
+        return "fast-explore" if env_id.split("-")[0] in GoGePo.EXPLORE_TASKS else "fast"
 
     def __init__(self, config: GoGePoConfig, info: EnvInfo, seed: int):
         self.cfg = c = config
