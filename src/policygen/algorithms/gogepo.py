@@ -25,12 +25,13 @@ Presets (both first-class):
   * 4 to 16 policies per iteration in one engine call, as many as make ~4000 env steps
     (``steps_per_iteration``: short episodes early, few long ones later), one of them G(c) itself without
     noise, and 3 more noise-free ones at commands drawn over the returns seen (``noise_free_policies``,
-    ``spread_noise_free``), but never more than a quarter of the iteration's policies
-    (``noise_free_share``; 4 of 16 while episodes are short, 1 of 4 once they last 1000 steps, so the
-    perturbed policies that explore stay 3 in 4): with sigma = 0.1 on every weight the noise is far larger
-    than G's output, so V trained on perturbed policies alone misjudges the noise-free policies G actually
-    makes, at the command and across the range (InvertedPendulum, 3 seeds: 1 noise-free policy reached 1000
-    on 2 seeds, these 4 on all 3; bench/results/gogepo-ip*.md);
+    ``spread_noise_free``), leaving at least one perturbed (3 of 4 once episodes last 1000 steps): with
+    sigma = 0.1 on every weight the noise is far larger than G's output, so V trained on perturbed policies
+    alone misjudges the noise-free policies G actually makes, at the command and across the range
+    (InvertedPendulum, 3 seeds: 1 noise-free policy reached 1000 on 2 seeds, these 4 on all 3;
+    bench/results/gogepo-ip*.md). ``fast-explore``, the default on Swimmer and MountainCarContinuous, caps
+    them at a quarter (``noise_free_share``; 1 of 4 at 1000-step episodes): there the first good behaviour
+    only exploration finds (bench/results/gogepo-nfshare-*.md);
   * fewer generator steps (5 per iteration; a step is ~5x the cost of an evaluator step) at a 50x higher
     lr (1e-4), and more evaluator steps (20, lr 1e-3);
   * returns scaled from data instead of hand-set ranges: G's input is (c - min) / (max - min) over the
@@ -92,7 +93,7 @@ class GoGePoConfig:
     noise_free_share: float = 1.0
     """At most this share of an iteration's policies are noise-free (at least one, if any): with fixed-length
     episodes (Swimmer; Hopper and InvertedPendulum once they stand) ``steps_per_iteration`` leaves 4
-    policies per iteration, and 4 noise-free ones would leave 1 perturbed policy per 4 episodes to explore
+    policies per iteration, and 3 noise-free ones leave 1 perturbed policy per 4 episodes to explore
     (Swimmer, seed 0: 16 at 1M steps with 3 of 4 noise-free; 277 at 600k with 1 of 4)."""
     spread_noise_free: bool = False
     """Noise-free policies after the first are G at commands drawn uniformly over the training returns seen
