@@ -127,10 +127,13 @@ def test_noise_free_row_is_the_generator_output():
     assert not torch.equal(eng.calls[-1][2], expected)
 
 
-def test_noise_free_policies_stay_a_share_of_the_iteration():
-    """fast: 4 noise-free of 16 policies, but 1 of 4 (fixed-length episodes), so 3 in 4 still explore."""
-    for n, free in ((16, 4), (8, 2), (4, 1), (2, 1)):
-        algo = tiny(policies_per_iteration=n, evaluator_steps=0, generator_steps=0)
+@pytest.mark.parametrize("preset, expected", [
+    ("fast", ((16, 4), (8, 4), (4, 3), (2, 1))),  # at most 4, always one perturbed
+    ("fast-explore", ((16, 4), (8, 2), (4, 1), (2, 1))),  # also at most a quarter: 3 in 4 explore
+])
+def test_noise_free_policies_stay_a_share_of_the_iteration(preset, expected):
+    for n, free in expected:
+        algo = tiny(preset, policies_per_iteration=n, evaluator_steps=0, generator_steps=0)
         eng = FakeEngine()
         algo.iterate(eng)
         thetas = eng.calls[-1]
