@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--env", help="Gymnasium env id with a continuous action space, e.g. Hopper-v5")
     t.add_argument("--steps", type=COUNT, default=100_000, help="env steps used for learning (default 100000)")
     t.add_argument("--seed", type=SEED, default=0, help="seed of the whole run (default 0)")
-    t.add_argument("--preset", help="named settings of the algorithm (e.g. paper, fast)")
+    t.add_argument("--preset", help="named settings of the algorithm (e.g. paper, fast); default: the "
+                                    "algorithm's own, chosen by env for ars and gogepo (config.json records it)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one algorithm setting, repeatable (e.g. --set step_size=0.02)")
     t.add_argument("--backend", default="auto",
