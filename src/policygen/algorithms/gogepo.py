@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from policygen.algorithms.base import Algorithm
+from policygen.algorithms.base import Algorithm, adam
 from policygen.buffers.recency import RecencyBuffer
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
@@ -194,8 +194,8 @@ class GoGePo(Algorithm):
             self.generator = HyperNetwork(self.spec, 1, c.chunk, c.embed_dim, c.generator_hidden,
                                           c.output_scaling, c.generator_init_std or None)
             self.evaluator = FingerprintEvaluator(self.spec, c.n_probe, c.evaluator_hidden, c.probe_init)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.generator_lr)
-        self.opt_v = torch.optim.Adam(self.evaluator.parameters(), lr=c.evaluator_lr)
+        self.opt_g = adam(self.generator.parameters(), c.generator_lr)
+        self.opt_v = adam(self.evaluator.parameters(), c.evaluator_lr)
         self.buffer = RecencyBuffer(self.spec.num_params, c.buffer_size, c.recency_alpha,
                                     dtype=BUFFER_DTYPES[c.buffer_dtype])
         self.gen = torch.Generator().manual_seed(int(seed))

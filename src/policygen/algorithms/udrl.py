@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policygen.algorithms.base import RunConfig
+from policygen.algorithms.base import RunConfig, adam
 from policygen.algorithms.steploop import StepAlgorithm
 from policygen.envs.make import EnvInfo, make_gymnasium
 from policygen.errors import PolicygenError
@@ -101,7 +101,7 @@ class UDRL(StepAlgorithm):
         self.high = np.asarray(info.action_high, dtype=np.float64)
         torch.manual_seed(seed)
         self.net = Behaviour(info.obs_dim, info.act_dim, config.hidden, self.high)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)
+        self.opt = adam(self.net.parameters(), config.learning_rate)
         self.gen = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.episodes: list[dict] = []  # the replay: obs (T, O), actions (T, A), rewards (T,)

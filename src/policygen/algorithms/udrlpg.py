@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policygen.algorithms.base import Algorithm
+from policygen.algorithms.base import Algorithm, adam
 from policygen.buffers.buckets import REPLACEMENTS, WEIGHTINGS, BucketBuffer, FifoBuffer
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
@@ -162,7 +162,7 @@ class UDRLPG(Algorithm):
             torch.manual_seed(self.seed)
             self.gen = HyperNetwork(self.spec, command_dim=1, chunk=config.chunk, embed_dim=config.embed_dim,
                                     hidden=config.generator_hidden, output_scaling=config.output_scaling)
-        self.opt = torch.optim.Adam(self.gen.parameters(), lr=config.learning_rate)
+        self.opt = adam(self.gen.parameters(), config.learning_rate)
         self.noise = torch.Generator().manual_seed(self.seed + 1)
         self.fixed_range = self._fixed_range()
         if config.holdout_band and self.fixed_range is None:
