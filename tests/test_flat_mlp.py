@@ -5,7 +5,7 @@ from torch import nn
 
 from policygen.errors import PolicygenError
 from policygen.policies import MLPSpec, forward, init_thetas, to_module
-from policygen.policies.flat_mlp import NumpyPolicies, act_numpy
+from policygen.policies.flat_mlp import NumpyPolicies, act_numpy, noise_scales, unflatten
 
 SPECS = [MLPSpec(11, 3, (256, 256)), MLPSpec(4, 1, (), output="clip", bias=False, action_high=(3.0,)),
          MLPSpec(5, 2, (7, 3, 9), activation="relu", action_high=(2.0, 0.5)), MLPSpec(3, 2, (8,), output="none")]
@@ -87,3 +87,17 @@ def test_engine_forward_follows_its_weight_rows_after_they_change(spec):
 def test_engine_forward_refuses_rows_of_another_layout():
     with pytest.raises(PolicygenError, match="float32"):
         NumpyPolicies(MLPSpec(5, 2, ()), np.zeros((4, 11), dtype=np.float32))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe())
+def test_fan_in_noise_scales_each_layer_by_its_fan_in(spec):
+    assert torch.equal(noise_scales(spec, "uniform"), torch.ones(spec.num_params))
+    layers = unflatten(spec, noise_scales(spec, "fan_in").unsqueeze(0))
+    for (w, b), (_, inp) in zip(layers, spec.layer_shapes, strict=True):
+        expected = torch.tensor(inp ** -0.5)
+        assert torch.allclose(w, expected) and (b is None or torch.allclose(b, expected))
+
+
+def test_unknown_noise_scaling_is_refused_with_the_choices():
+    with pytest.raises(PolicygenError, match="uniform"):
+        noise_scales(SPECS[0], "layer")

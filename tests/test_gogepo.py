@@ -54,7 +54,7 @@ def test_presets_and_config_errors():
     ok = make_config(GoGePoConfig, GoGePo.presets["paper"], {"return_range": "-1500,0", "hidden": "8"})
     assert GoGePo(ok, env_info("Pendulum-v1"), 0).paper_range == (-1500.0, 0.0)
     for bad in ({"return_scaling": "minmax"}, {"batch_size": "0"}, {"buffer_dtype": "int8"},
-                {"return_convention": "bonus"}, {"sigma": "-1"}):
+                {"return_convention": "bonus"}, {"sigma": "-1"}, {"noise_scaling": "layer"}):
         with pytest.raises(PolicygenError):
             GoGePo(make_config(GoGePoConfig, None, bad), env_info(ENV), 0)
 

@@ -122,7 +122,7 @@ def test_population_grows_while_episodes_are_short():
                                  dict(return_range=(5.0, 5.0)), dict(return_range=(1.0,)),
                                  dict(buffer="lifo"), dict(bucket_replace="oldest"),
                                  dict(learning_rate=0.0), dict(return_convention="bonus"),
-                                 dict(rollout_steps=-1)])
+                                 dict(rollout_steps=-1), dict(noise_scaling="layer")])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):
         UDRLPGConfig(**bad)

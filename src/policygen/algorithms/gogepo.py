@@ -59,7 +59,7 @@ from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
 from policygen.evaluators.fingerprint import FingerprintEvaluator
 from policygen.generators.hypernetwork import HyperNetwork
-from policygen.policies.flat_mlp import MLPSpec
+from policygen.policies.flat_mlp import NOISE_SCALINGS, MLPSpec, noise_scales
 from policygen.runs.files import load_optimizer_state, optimizer_state
 
 # The official code's hand-set return ranges (rew_min, rew_max), used by return_scaling="paper".
@@ -77,6 +77,9 @@ class GoGePoConfig:
     """Hidden widths of the generated policy (tanh MLP, tanh(out) * action_high)."""
     sigma: float = 0.1
     """Parameter-space exploration noise: theta = G(c) + sigma * eps on every weight."""
+    noise_scaling: str = "uniform"
+    """uniform: the same sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) on each layer, so
+    sigma is the pre-activation noise per unit of input (see flat_mlp.noise_scales)."""
     policies_per_iteration: int = 1
     """Policies generated and rolled out (one episode each, one engine call) per iteration; the maximum
     when ``steps_per_iteration`` is set."""
@@ -188,6 +191,7 @@ class GoGePo(Algorithm):
         self._check_config(c)
         self.return_convention = c.return_convention
         self.spec = MLPSpec(info.obs_dim, info.act_dim, c.hidden, "tanh", "tanh", info.action_high)
+        self.noise_scale = noise_scales(self.spec, c.noise_scaling)
         self.paper_range = self._paper_range(c, info.env_id)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
@@ -226,6 +230,8 @@ class GoGePo(Algorithm):
             raise PolicygenError(f"buffer_dtype {c.buffer_dtype!r} is not one of {list(BUFFER_DTYPES)}")
         if not c.sigma >= 0:
             raise PolicygenError(f"sigma must be >= 0, got {c.sigma!r}")
+        if c.noise_scaling not in NOISE_SCALINGS:
+            raise PolicygenError(f"noise_scaling {c.noise_scaling!r} is not one of {list(NOISE_SCALINGS)}")
 
     @staticmethod
     def _paper_range(c: GoGePoConfig, env_id: str) -> tuple[float, float] | None:
@@ -322,7 +328,7 @@ class GoGePo(Algorithm):
         noise[:n_free] = 0.0
         spread = c.spread_noise_free and self.episodes and n_free > 1
         bases = self.generate(commands[:n_free] if spread else [command])
-        thetas = torch.cat([bases, bases[:1].expand(n - len(bases), -1)]) + c.sigma * noise
+        thetas = torch.cat([bases, bases[:1].expand(n - len(bases), -1)]) + c.sigma * self.noise_scale * noise
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
         t1 = time.perf_counter()
         ok = ~res.failed

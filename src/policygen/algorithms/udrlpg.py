@@ -28,7 +28,7 @@ from policygen.buffers.buckets import REPLACEMENTS, WEIGHTINGS, BucketBuffer, Fi
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
 from policygen.generators.hypernetwork import HyperNetwork
-from policygen.policies.flat_mlp import MLPSpec
+from policygen.policies.flat_mlp import NOISE_SCALINGS, MLPSpec, noise_scales
 from policygen.rollout.engine import RolloutEngine
 from policygen.runs.files import load_optimizer_state, optimizer_state
 
@@ -67,6 +67,8 @@ class UDRLPGConfig:
     Keeps update cost per env step bounded; 0 (official) always rolls out ``rollout_repeats``."""
     noise_policy: float = 0.1
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
+    noise_scaling: str = "uniform"
+    """uniform: sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) per layer (flat_mlp.noise_scales)."""
     warmup_runs: int = 10
     """Warm-up episodes of G(1.0) before the first update."""
     warmup_noise: bool = False
@@ -112,7 +114,8 @@ class UDRLPGConfig:
         choices = {"buffer": (self.buffer, ("buckets", "fifo")),
                    "bucket_replace": (self.bucket_replace, REPLACEMENTS),
                    "bucket_weighting": (self.bucket_weighting, WEIGHTINGS),
-                   "return_convention": (self.return_convention, RETURN_CONVENTIONS)}
+                   "return_convention": (self.return_convention, RETURN_CONVENTIONS),
+                   "noise_scaling": (self.noise_scaling, NOISE_SCALINGS)}
         for name, (v, ok) in choices.items():
             if v not in ok:
                 raise PolicygenError(f"udrlpg {name} {v!r} is not one of {list(ok)}")
@@ -157,6 +160,7 @@ class UDRLPG(Algorithm):
         self.config, self.info, self.seed = config, info, int(seed)
         self.spec = MLPSpec(info.obs_dim, info.act_dim, hidden=config.policy_hidden,
                             action_high=info.action_high)
+        self.noise_scale = noise_scales(self.spec, config.noise_scaling)
         self.return_convention = config.return_convention
         with torch.random.fork_rng(devices=[]):  # seed the generator's init without touching global state
             torch.manual_seed(self.seed)
@@ -228,7 +232,7 @@ class UDRLPG(Algorithm):
         """``n`` policies ``G(command) + sigma * eps`` (n, P); command scaled."""
         base = self.gen(torch.tensor([[command]], dtype=torch.float32))
         eps = torch.randn(n, base.shape[1], generator=self.noise)
-        return base + sigma * eps
+        return base + sigma * self.noise_scale * eps
 
     def _store(self, thetas: torch.Tensor, res) -> np.ndarray:
         ok = ~res.failed

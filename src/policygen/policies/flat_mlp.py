@@ -93,6 +93,25 @@ class MLPSpec:
         return "-".join(str(s) for s in sizes) + f" ({self.activation}, {self.output} output)"
 
 
+NOISE_SCALINGS = ("uniform", "fan_in")
+
+
+def noise_scales(spec: MLPSpec, scaling: str) -> torch.Tensor:
+    """Per-parameter multiplier (P,) of the exploration noise sigma, in the flat layout.
+
+    uniform: 1 on every weight (the papers' theta + sigma * eps). fan_in: 1 / sqrt(fan_in) on each layer's
+    weights and bias, so sigma is the noise a layer adds to each unit's pre-activation per unit of input
+    RMS: with uniform noise a 256-wide layer gets 16x the pre-activation noise of a 1-input one.
+    """
+    if scaling not in NOISE_SCALINGS:
+        raise PolicygenError(f"noise scaling {scaling!r} is not one of {list(NOISE_SCALINGS)}")
+    parts = []
+    for out, inp in spec.layer_shapes:
+        f = 1.0 if scaling == "uniform" else inp ** -0.5
+        parts.append(torch.full((out * inp + (out if spec.bias else 0),), f))
+    return torch.cat(parts)
+
+
 def unflatten(spec: MLPSpec, thetas: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Views ``[(W (B, out, in), b (B, out) or None), ...]`` into ``thetas (B, P)``."""
     spec.check_thetas(thetas)
