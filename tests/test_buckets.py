@@ -80,6 +80,23 @@ def test_probabilities_follow_documented_law(weighting):
     assert probs[-1][1] == 0.95 and np.isclose(probs[-1][2], p_bucket[-1])
 
 
+def test_uniform_mix_spreads_a_share_evenly():
+    """P(bucket) = (1 - u) * law + u / m: with u = 1 every non-empty bucket is drawn equally."""
+    plain, mixed, even = _fill("exp"), _fill("exp"), _fill("exp")
+    mixed.uniform_mix, even.uniform_mix = 0.25, 1.0
+    p0, p1, p2 = (b.bucket_weights()[1] for b in (plain, mixed, even))
+    assert np.allclose(p1, 0.75 * p0 + 0.25 / 4) and np.isclose(p1.sum(), 1.0)
+    assert np.allclose(p2, 0.25)
+    ids = mixed.sample(40_000)[1][:, 0].round().long().numpy()
+    freq = np.bincount(ids, minlength=7) / 40_000
+    p = np.zeros(7)
+    for a, _, pa in mixed.probabilities():
+        p[a] = pa
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / 40_000) + 1e-9), (freq, p)
+    with pytest.raises(PolicygenError, match="uniform_mix"):
+        BucketBuffer(uniform_mix=2.0)
+
+
 @pytest.mark.parametrize("weighting", ["exp", "reciprocal", "uniform"])
 def test_sampling_frequencies_match_probabilities(weighting):
     buf = _fill(weighting)

@@ -122,7 +122,8 @@ def test_population_grows_while_episodes_are_short():
                                  dict(return_range=(5.0, 5.0)), dict(return_range=(1.0,)),
                                  dict(buffer="lifo"), dict(bucket_replace="oldest"),
                                  dict(learning_rate=0.0), dict(return_convention="bonus"),
-                                 dict(rollout_steps=-1), dict(noise_scaling="layer")])
+                                 dict(rollout_steps=-1), dict(noise_scaling="layer"),
+                                 dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):
         UDRLPGConfig(**bad)

@@ -85,6 +85,9 @@ class UDRLPGConfig:
     """Bucket draw weight by rank among non-empty buckets: exp, reciprocal or uniform."""
     bucket_weighting_scaling: float = 0.3
     """The 0.3 of the exp weighting exp(0.3 * (rank - n))."""
+    bucket_uniform_mix: float = 0.0
+    """Share of the bucket probability spread evenly over the non-empty buckets (0: the paper's weighting
+    alone). The rank weighting trains G almost only on the top buckets, so G(low command) is never fitted."""
     fifo_size: int = 800
     """Policies the FIFO ablation buffer keeps (newest first)."""
     return_range: tuple[float, ...] = ()
@@ -111,6 +114,8 @@ class UDRLPGConfig:
             raise PolicygenError(f"udrlpg needs rollout_steps >= 0, update_repeats >= 0, learning_rate > 0, "
                                  f"noise_policy >= 0; got {self.rollout_steps}, {self.update_repeats}, "
                                  f"{self.learning_rate}, {self.noise_policy}")
+        if not 0.0 <= self.bucket_uniform_mix <= 1.0:
+            raise PolicygenError(f"udrlpg bucket_uniform_mix must be in [0, 1], got {self.bucket_uniform_mix!r}")
         choices = {"buffer": (self.buffer, ("buckets", "fifo")),
                    "bucket_replace": (self.bucket_replace, REPLACEMENTS),
                    "bucket_weighting": (self.bucket_weighting, WEIGHTINGS),
@@ -193,7 +198,7 @@ class UDRLPG(Algorithm):
             return FifoBuffer(r_min, r_max, size=c.fifo_size, seed=seed, n_bins=c.n_buckets)
         return BucketBuffer(r_min, r_max, n_buckets=c.n_buckets, capacity=c.bucket_max_size,
                             replace=c.bucket_replace, weighting=c.bucket_weighting,
-                            exp_coef=c.bucket_weighting_scaling, seed=seed)
+                            exp_coef=c.bucket_weighting_scaling, uniform_mix=c.bucket_uniform_mix, seed=seed)
 
     # --- the loop ---------------------------------------------------------------------------------
     def iterate(self, engine: RolloutEngine) -> dict:

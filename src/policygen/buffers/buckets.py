@@ -10,7 +10,9 @@ Sampling probabilities (``BucketBuffer.probabilities`` returns them exactly):
 * order the ``m`` non-empty buckets by return, rank ``1`` (lowest) .. ``m`` (highest);
 * bucket weight ``w(rank)``: ``exp``: ``exp(exp_coef * (rank - m))`` (top bucket 1);
   ``reciprocal``: ``1 / (m - rank + 1)`` (top 1, second 1/2, ...); ``uniform``: 1;
-* ``P(bucket) = w / sum(w)``, then ``P(entry) = P(bucket) / len(bucket)``.
+* ``P(bucket) = (1 - u) * w / sum(w) + u / m`` with ``u = uniform_mix`` (default 0: the paper's law; a share
+  ``u`` of the draws covers every return region, so G is trained on low commands too), then
+  ``P(entry) = P(bucket) / len(bucket)``.
 
 So how often a return region is drawn does not depend on how many policies reached it, which is the
 point of the buckets (a FIFO draws regions in proportion to their policy counts).
@@ -97,10 +99,12 @@ class BucketBuffer(_ReturnScale):
     replace: when a full bucket receives a policy, ``newest`` drops the bucket's oldest policy for it,
         ``reject`` drops the newcomer (the official behaviour: early policies then stay forever).
     weighting: bucket weight by rank, ``exp``, ``reciprocal`` or ``uniform``; exp_coef: the 0.3 of ``exp``.
+    uniform_mix: share of the bucket probability spread evenly over the non-empty buckets (0..1).
     """
 
     def __init__(self, r_min: float = 0.0, r_max: float = 1.0, n_buckets: int = 800, capacity: int = 1,
-                 replace: str = "newest", weighting: str = "exp", exp_coef: float = 0.3, seed: int = 0):
+                 replace: str = "newest", weighting: str = "exp", exp_coef: float = 0.3, seed: int = 0,
+                 uniform_mix: float = 0.0):
         super().__init__(r_min, r_max, seed)
         if int(n_buckets) != n_buckets or n_buckets < 1:
             raise PolicygenError(f"bucket count must be an integer >= 1, got {n_buckets!r}")
@@ -112,8 +116,11 @@ class BucketBuffer(_ReturnScale):
             raise PolicygenError(f"bucket weighting {weighting!r} is not one of {list(WEIGHTINGS)}")
         if not (math.isfinite(exp_coef) and exp_coef >= 0):
             raise PolicygenError(f"exp_coef must be a finite number >= 0, got {exp_coef!r}")
+        if not 0.0 <= uniform_mix <= 1.0:
+            raise PolicygenError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
         self.n_buckets, self.capacity = int(n_buckets), int(capacity)
         self.replace, self.weighting, self.exp_coef = replace, weighting, float(exp_coef)
+        self.uniform_mix = float(uniform_mix)
         self.buckets: dict[int, list[tuple[int, float, torch.Tensor]]] = {}
         """bucket index -> entries ``(arrival number, raw return, theta (P,))``, oldest first."""
         self.arrivals = 0
@@ -168,7 +175,9 @@ class BucketBuffer(_ReturnScale):
             w = 1.0 / (m - rank + 1)
         else:
             w = np.ones(m)
-        return ks, w / w.sum() if m else w
+        if not m:
+            return ks, w
+        return ks, (1.0 - self.uniform_mix) * w / w.sum() + self.uniform_mix / m
 
     def probabilities(self) -> list[tuple[int, float, float]]:
         """Exact draw probability of every stored policy: ``[(arrival number, raw return, p), ...]``."""
