@@ -182,7 +182,7 @@ class GoGePo(Algorithm):
     # at most 1 of 4 policies noise-free (bench/results/gogepo-nfshare-*.md), and a quarter of each generator
     # batch at commands over the seen range + drive, so G is trained at the command it is rolled out with
     # (buffer returns alone sit below it: a stuck Swimmer's G gave ~35 at every command while 50 steps at the
-    # command alone reached 110; bench/results/gogepo-swimmer-gc025.md). Not in fast: it collapses pendulum seed 0.
+    # command alone reached 110; bench/results/gogepo-swimmer-gc025-s*.md). Not in fast: it collapses pendulum seed 0.
     presets["fast-explore"] = {**presets["fast"], "noise_free_share": 0.25, "generated_command_frac": 0.25}
     # fast with noise of sigma / sqrt(fan_in) per layer: uniform 0.1 saturates the perturbed 2x256 tanh
     # policies into bang-bang ones; on Hopper this reached >= 2500 on 3 of 3 seeds (uniform: 1 of 3)
