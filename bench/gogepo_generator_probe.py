@@ -26,6 +26,7 @@ import torch
 from scipy.stats import spearmanr
 
 from policygen.algorithms.loading import load_run
+from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine
 
 
@@ -36,7 +37,10 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=3, help="episodes per real-return measurement")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    loaded = load_run(args.run)
+    try:
+        loaded = load_run(args.run)
+    except PolicygenError as e:
+        raise SystemExit(f"gogepo_generator_probe: {e}") from None
     a = loaded.algo
     if loaded.run.config["algorithm"] != "gogepo":
         raise SystemExit(f"{args.run}: a {loaded.run.config['algorithm']} run; this probe takes gogepo runs")
