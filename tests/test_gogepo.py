@@ -41,8 +41,9 @@ def test_presets_and_config_errors():
     fast = make_config(GoGePoConfig, GoGePo.presets["fast"], None)
     assert (fast.noise_free_share, explore.noise_free_share) == (1.0, 0.25)
     assert (fast.generated_command_frac, explore.generated_command_frac) == (0.0, 0.25)
-    assert {**asdict(explore), "noise_free_share": 1.0, "generated_command_frac": 0.0} == asdict(fast)  # the two
-    assert {**asdict(fanin), "noise_scaling": "uniform", "sigma": 0.1} == asdict(fast)  # the two differences
+    assert {**asdict(explore), "noise_free_share": 1.0, "generated_command_frac": 0.0,
+            "anchor_weight": 1.0} == asdict(fast)  # the differences
+    assert {**asdict(fanin), "noise_scaling": "uniform", "sigma": 0.1, "anchor_weight": 1.0} == asdict(fast)
     assert build("gogepo", RunConfig(env_id="Hopper-v5"), None, None)[1].noise_scaling == "fan_in"
     _, cfg, preset = build("gogepo", RunConfig(env_id="Swimmer-v5"), None, None)  # a run with no --preset
     assert (preset, cfg.noise_free_share) == ("fast-explore", 0.25)
@@ -59,7 +60,8 @@ def test_presets_and_config_errors():
     ok = make_config(GoGePoConfig, GoGePo.presets["paper"], {"return_range": "-1500,0", "hidden": "8"})
     assert GoGePo(ok, env_info("Pendulum-v1"), 0).paper_range == (-1500.0, 0.0)
     for bad in ({"return_scaling": "minmax"}, {"batch_size": "0"}, {"buffer_dtype": "int8"},
-                {"return_convention": "bonus"}, {"sigma": "-1"}, {"noise_scaling": "layer"}):
+                {"return_convention": "bonus"}, {"sigma": "-1"}, {"noise_scaling": "layer"},
+                {"anchor_weight": "-0.5"}):
         with pytest.raises(PolicygenError):
             GoGePo(make_config(GoGePoConfig, None, bad), env_info(ENV), 0)
 
@@ -174,13 +176,34 @@ def test_spread_noise_free_policies_cover_the_seen_range():
 def test_generated_commands_span_the_range_plus_drive():
     algo = tiny(generated_command_frac=0.5, batch_size=40)
     algo._record(torch.zeros(3, algo.spec.num_params), np.array([10.0, 50.0, 110.0]), np.zeros(3), np.ones(3), 1)
-    r = algo._generator_commands()
+    r, achieved_by = algo._generator_commands()
     drive = 0.05 * 100
-    assert len(r) == 40
+    assert len(r) == 40 and achieved_by.shape == (20, algo.spec.num_params)
     buffer_part, generated = r[:20], r[20:]
     assert set(buffer_part.tolist()) <= {10.0, 50.0, 110.0}
     assert (generated >= 10 + drive).all() and (generated <= 110 + drive).all()
     assert generated.std() > 10  # spread over the range, not a constant
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_anchor_gives_the_generator_a_gradient_where_the_evaluator_is_flat(weight):
+    algo = tiny(anchor_weight=weight, generator_steps=1)
+    good = torch.randn(3, algo.spec.num_params)
+    algo._record(good, np.array([5.0, 5.0, 5.0]), np.zeros(3), np.ones(3), 1.0)
+    with torch.no_grad():  # V predicts the target everywhere: its own loss gives G nothing to follow
+        last = algo.evaluator.mlp[-1]
+        last.weight.zero_()
+        last.bias.copy_(algo.value_target([5.0]))
+
+    def gap():  # G(5)'s probing actions against those of the policies that earned 5
+        with torch.no_grad():
+            fp = algo.evaluator.fingerprint(torch.cat([algo.generate([5.0]), good]))
+        return float((fp[:1] - fp[1:]).pow(2).mean())
+
+    before = gap()
+    for _ in range(20):
+        algo._update_generator()
+    assert (gap() < 0.9 * before) == (weight > 0)
 
 
 def test_target_rescale_preserves_evaluator_in_return_units():
