@@ -279,6 +279,34 @@ def test_trainer_resume_is_exact(tmp_path, monkeypatch):
     assert [r["train_return_mean"] for r in rows_a] == [r["train_return_mean"] for r in rows_b]
 
 
+def test_resume_refuses_a_config_edited_since_the_checkpoint(tmp_path, monkeypatch):
+    import json
+
+    rc = RunConfig(env_id=ENV, steps=1500, eval_every=500, eval_episodes=2, checkpoint_every=2, num_envs=8)
+    real_iterate, calls = GoGePo.iterate, {"n": 0}
+
+    def dying(self, engine):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_iterate(self, engine)
+
+    monkeypatch.setattr(GoGePo, "iterate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        start_run("gogepo", rc, out=str(tmp_path / "cut"), overrides=TINY, quiet=True)
+    monkeypatch.setattr(GoGePo, "iterate", real_iterate)
+    path = tmp_path / "cut" / "config.json"
+    original = path.read_text()
+    config = json.loads(original)
+    config["algo"]["sigma"] = 0.5
+    path.write_text(json.dumps(config))
+    with pytest.raises(PolicygenError, match=r"algo\.sigma: 0\.1 -> 0\.5"):
+        resume_run(str(tmp_path / "cut"), quiet=True)
+    config["algo"]["sigma"], config["run"]["steps"] = 0.1, 2000  # training longer is allowed
+    path.write_text(json.dumps(config))
+    assert resume_run(str(tmp_path / "cut"), quiet=True).summary["env_steps"] >= 2000
+
+
 @pytest.mark.slow
 def test_fast_preset_learns_inverted_pendulum(tmp_path):
     # seed 2 is pinned: at 30k steps the fast preset is not yet stable on every seed (at 100k it ends at 1000

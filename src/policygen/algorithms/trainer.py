@@ -104,6 +104,8 @@ def resume_run(path: str, progress: bool | None = None, quiet: bool = False) -> 
         if run.status == "complete":
             raise PolicygenError(f"{path} is already complete (summary.json written); nothing to resume")
         state = run.load_checkpoint() if run.has_checkpoint() else None
+        if state is not None:
+            run.check_resumable(state)
         return _train(run, algo, run_cfg, state, progress, quiet)
     finally:
         run.unlock()

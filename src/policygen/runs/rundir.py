@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,7 @@ METRIC_COLUMNS = [
 """Columns every algorithm writes (blank where a column does not apply), so reports treat all alike."""
 RUN_FORMAT = "policygen-run/1"
 CHECKPOINT = "checkpoints/latest.safetensors"
+TRAINED_WITH = "trained_with"  # checkpoint key: the JSON of RunDir.trained_with() when it was saved
 
 
 class RunDir:
@@ -123,15 +125,40 @@ class RunDir:
         except OSError as e:
             raise write_error(self.path / "metrics.csv", e) from None
 
+    def trained_with(self) -> dict:
+        """What in config.json a checkpoint's state depends on (``run.steps`` may change: a resume may train
+        longer)."""
+        c, r = self.config, self.config.get("run") or {}
+        return {"algorithm": c.get("algorithm"), "algo": c.get("algo"), "policy": c.get("policy"),
+                "return_convention": c.get("return_convention"),
+                "run": {k: r.get(k) for k in ("env_id", "seed", "env_kwargs")}}
+
+    def check_resumable(self, state: dict) -> None:
+        """Refuse a checkpoint whose run's settings were edited in config.json since it was saved: resuming
+        would silently continue a different run. Checkpoints from before this check carry no record."""
+        saved = state.get(TRAINED_WITH) if isinstance(state, dict) else None
+        if saved is None:
+            return
+        old, now = json.loads(saved), json.loads(json.dumps(self.trained_with()))
+        if old != now:
+            changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in _differences(old, now)[:4])
+            raise PolicygenError(f"{self.path}: config.json is not what this run's checkpoint was trained with "
+                                 f"({changed}); resuming would continue a different run. Put config.json back, "
+                                 f"or start a new run with the new settings")
+
     def save_checkpoint(self, state: dict) -> None:
-        save_state(self.path / CHECKPOINT, state, kind="checkpoint")
+        save_state(self.path / CHECKPOINT, self._stamped(state), kind="checkpoint")
+
+    def _stamped(self, state: dict) -> dict:
+        return {**state, TRAINED_WITH: json.dumps(self.trained_with(), sort_keys=True)}
 
     def load_checkpoint(self, name: str | None = None) -> dict:
         """The latest checkpoint, or the snapshot file ``name`` in checkpoints/."""
         return load_state(self.path / (CHECKPOINT if name is None else f"checkpoints/{name}"), kind="checkpoint")
 
     def save_snapshot(self, state: dict, env_steps: int) -> None:
-        save_state(self.path / f"checkpoints/snapshot-{env_steps:010d}.safetensors", state, kind="checkpoint")
+        save_state(self.path / f"checkpoints/snapshot-{env_steps:010d}.safetensors", self._stamped(state),
+                   kind="checkpoint")
 
     def snapshots(self) -> list[str]:
         """Snapshot file names, oldest first."""
@@ -139,6 +166,16 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).exists()
+
+
+def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old, new) for every leaf that differs between two JSON objects."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
 def _object(path: Path, what: str) -> dict:
