@@ -62,6 +62,9 @@ def test_killed_cells_continue_and_finished_ones_are_never_rerun(suite_file, tmp
     assert (udrl / "metrics.csv").read_text().splitlines()[: len(rows_before)] == rows_before
     assert "resumed: policygen train --resume" in (out / "logs" / "Pendulum-v1-udrl-s0.log").read_text()
     assert all((p / "summary.json").exists() for p in (ars, udrl))
+    # the 2 jobs share the CPUs out instead of each taking every core
+    threads = json.loads((ars / "config.json").read_text())["run"]["env_threads"]
+    assert threads == max(1, (os.cpu_count() or 1) // 2)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
     again = _run(suite_file, out, capsys)
     assert again["skipped_done"] == 2 and again["started"] == again["resumed"] == []

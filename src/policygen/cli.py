@@ -259,7 +259,8 @@ def cmd_suite(a: argparse.Namespace) -> int:
     if a.list:
         print(suite_table(Path(a.out), todo))
         return 0
-    result = run_suite(a.name, a.out, a.jobs, todo, echo=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_suite(a.name, a.out, a.jobs, todo, echo=lambda m: print(m, file=sys.stderr, flush=True),
+                       env_threads=a.env_threads)
     print(json.dumps(result, indent=2))
     return 1 if result["failed"] else 0
 
@@ -271,6 +272,8 @@ def _suite_parser(bsub) -> None:
     s.add_argument("name", help=f"suite: {', '.join(SUITES)}, or a .json file of the same shape")
     s.add_argument("--out", required=True, help="suite folder: runs/ENV-ALGO-sSEED, logs/, suite.json")
     s.add_argument("--jobs", type=COUNT, default=2, help="training processes at once (default 2)")
+    s.add_argument("--env-threads", type=NONNEG, default=None,
+                   help="EnvPool threads of each new cell (default: CPUs / jobs, at least 1; 0 = train's default)")
     s.add_argument("--list", action="store_true", help="list the cells and their state (done, partial, pending, "
                    "running) without running anything")
     s.add_argument("--algos", help="only these algorithms of the grid, comma separated")

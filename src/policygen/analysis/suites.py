@@ -10,6 +10,7 @@ a config.json (killed before it was written) is started again. So a killed suite
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -73,11 +74,12 @@ class Cell:
     def name(self) -> str:
         return f"{self.env.replace('/', '_')}-{self.algo}-s{self.seed}"
 
-    def argv(self, out: Path) -> list[str]:
+    def argv(self, out: Path, env_threads: int = 0) -> list[str]:
         sets = [x for s in self.sets for x in ("--set", s)]
+        threads = ["--env-threads", str(env_threads)] if env_threads > 0 else []
         return ["train", self.algo, "--env", self.env, "--steps", str(self.steps), "--seed", str(self.seed),
                 "--eval-every", str(self.eval_every), "--eval-episodes", str(self.eval_episodes),
-                "--out", str(out), "--quiet", *sets]
+                "--out", str(out), "--quiet", *threads, *sets]
 
 
 def load_suite(name: str) -> dict:
@@ -150,13 +152,13 @@ def _die_with_parent() -> None:  # a SIGKILLed suite leaves no orphan training r
         pass
 
 
-def _launch(cell: Cell, out: Path) -> tuple[subprocess.Popen, str]:
+def _launch(cell: Cell, out: Path, env_threads: int) -> tuple[subprocess.Popen, str]:
     path = out / "runs" / cell.name
     state = cell_state(path)
-    if state == "partial":
+    if state == "partial":  # its config.json keeps the threads it started with
         argv, how = ["train", "--resume", str(path), "--quiet"], "resumed"
     else:
-        argv, how = [*cell.argv(path), *(["--force"] if state == "new" else [])], "started"
+        argv, how = [*cell.argv(path, env_threads), *(["--force"] if state == "new" else [])], "started"
     log = open(out / "logs" / f"{cell.name}.log", "ab")  # noqa: SIM115 (closed when the process ends)
     log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} {how}: policygen {' '.join(argv)}\n".encode())
     log.flush()
@@ -166,9 +168,14 @@ def _launch(cell: Cell, out: Path) -> tuple[subprocess.Popen, str]:
     return proc, how
 
 
-def run_suite(name: str, out: str, jobs: int = 2, todo: list[Cell] | None = None, echo=print) -> dict:
-    """Run the suite's unfinished cells, ``jobs`` at a time; returns what was done, skipped and failed."""
+def run_suite(name: str, out: str, jobs: int = 2, todo: list[Cell] | None = None, echo=print,
+              env_threads: int | None = None) -> dict:
+    """Run the suite's unfinished cells, ``jobs`` at a time; returns what was done, skipped and failed.
+    Each new cell gets ``env_threads`` EnvPool threads (None: the CPUs shared out over the jobs, at least 1),
+    so ``jobs`` cells do not each take every core."""
     out_p = Path(out)
+    if env_threads is None:
+        env_threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     suite = load_suite(name)
     todo = cells(suite) if todo is None else todo
     meta = _read_json(out_p / "suite.json")
@@ -186,7 +193,7 @@ def run_suite(name: str, out: str, jobs: int = 2, todo: list[Cell] | None = None
     while queue or live:
         while queue and len(live) < jobs:
             cell = queue.pop(0)
-            proc, how = _launch(cell, out_p)
+            proc, how = _launch(cell, out_p, env_threads)
             live[proc] = cell
             result[how].append(cell.name)
             echo(f"[suite] {how} {cell.name}")
