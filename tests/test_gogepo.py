@@ -41,8 +41,7 @@ def test_presets_and_config_errors():
     fast = make_config(GoGePoConfig, GoGePo.presets["fast"], None)
     assert (fast.noise_free_share, explore.noise_free_share) == (1.0, 0.25)
     assert (fast.generated_command_frac, explore.generated_command_frac) == (0.0, 0.25)
-    assert {**asdict(explore), "noise_free_share": 1.0, "generated_command_frac": 0.0,
-            "anchor_weight": 1.0} == asdict(fast)  # the differences
+    assert {**asdict(explore), "noise_free_share": 1.0, "generated_command_frac": 0.0} == asdict(fast)  # the two
     assert {**asdict(fanin), "noise_scaling": "uniform", "sigma": 0.1, "anchor_weight": 1.0} == asdict(fast)
     assert build("gogepo", RunConfig(env_id="Hopper-v5"), None, None)[1].noise_scaling == "fan_in"
     _, cfg, preset = build("gogepo", RunConfig(env_id="Swimmer-v5"), None, None)  # a run with no --preset
