@@ -128,7 +128,8 @@ class RunDir:
     def trained_with(self) -> dict:
         """What in config.json a checkpoint's state depends on (``run.steps`` may change: a resume may train
         longer)."""
-        c, r = self.config, self.config.get("run") or {}
+        c = self.config  # read from the file: what a resume would train with
+        r = c.get("run") or {}
         return {"algorithm": c.get("algorithm"), "algo": c.get("algo"), "policy": c.get("policy"),
                 "return_convention": c.get("return_convention"),
                 "run": {k: r.get(k) for k in ("env_id", "seed", "env_kwargs")}}
