@@ -60,7 +60,7 @@ def test_presets_and_config_errors():
     assert GoGePo(ok, env_info("Pendulum-v1"), 0).paper_range == (-1500.0, 0.0)
     for bad in ({"return_scaling": "minmax"}, {"batch_size": "0"}, {"buffer_dtype": "int8"},
                 {"return_convention": "bonus"}, {"sigma": "-1"}, {"noise_scaling": "layer"},
-                {"anchor_weight": "-0.5"}):
+                {"anchor_weight": "-0.5"}, {"return_uniform_frac": "1.5"}, {"generated_command_frac": "-0.1"}):
         with pytest.raises(PolicygenError):
             GoGePo(make_config(GoGePoConfig, None, bad), env_info(ENV), 0)
 
@@ -182,6 +182,22 @@ def test_generated_commands_span_the_range_plus_drive():
     assert set(buffer_part.tolist()) <= {10.0, 50.0, 110.0}
     assert (generated >= 10 + drive).all() and (generated <= 110 + drive).all()
     assert generated.std() > 10  # spread over the range, not a constant
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.5])
+def test_return_uniform_share_trains_the_generator_at_rare_middle_returns(frac):
+    algo = tiny(return_uniform_frac=frac, batch_size=40)
+    thetas = torch.randn(101, algo.spec.num_params)
+    returns = np.array([5.0] * 50 + [50.0] + [100.0] * 50)  # the middle return is the oldest but one
+    algo._record(thetas, returns, returns, np.ones(101), 1)
+    r = torch.cat([algo._generator_commands()[0] for _ in range(50)])
+    middle = float((r == 50.0).double().mean())
+    # recency draws the one middle policy ~0.5% of the time; half the batch even over 3 bins gives ~1/6
+    assert (middle > 0.12) == (frac > 0), middle
+    r, achieved_by = algo._generator_commands()
+    by_return = {float(v): i for i, v in enumerate(returns)}
+    anchored = achieved_by[r == 50.0]  # the anchor pulls G(50) towards the policy that earned 50
+    torch.testing.assert_close(anchored, thetas[by_return[50.0]].expand_as(anchored), rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.0])

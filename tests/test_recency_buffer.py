@@ -74,3 +74,18 @@ def test_errors():
         RecencyBuffer(2, capacity=0)
     with pytest.raises(PolicygenError, match="1000-parameter"):
         RecencyBuffer(2).load_state_dict(RecencyBuffer(1000).state_dict())
+
+
+def test_sample_by_return_is_even_over_return_bins():
+    buf = RecencyBuffer(2, capacity=200, alpha=1.1)
+    # 100 policies at return 0, 2 at 50, 98 at 100: recency would almost never draw the middle pair
+    for r in [0.0] * 100 + [50.0] * 2 + [100.0] * 98:
+        buf.add(torch.full((1, 2), r), [r], [r], [1], [[r]])
+    s = buf.sample_by_return(30_000, torch.Generator().manual_seed(0), bins=4)
+    r = s["train_return"].numpy()
+    for value in (0.0, 50.0, 100.0):  # three non-empty bins of four, a third of the draws each
+        assert abs((r == value).mean() - 1 / 3) < 0.02
+    np.testing.assert_array_equal(s["theta"][:, 0].numpy(), r)  # theta and return come from the same entry
+    assert set(buf.sample_by_return(5, torch.Generator().manual_seed(1))["train_return"].tolist()) <= {0, 50, 100}
+    with pytest.raises(PolicygenError, match="empty buffer"):
+        RecencyBuffer(2).sample_by_return(1, torch.Generator())

@@ -113,6 +113,11 @@ class GoGePoConfig:
     """Share of each generator batch whose commands are not buffer returns but drawn uniformly from
     [min + drive, max + drive] of the returns seen (the official code's "generated" command mode; the
     paper's default, 0, uses only achieved returns). Trains G at and above the commands it is given."""
+    return_uniform_frac: float = 0.0
+    """Share of each generator batch's buffer commands drawn evenly over the buffered returns (bins of
+    equal width in return, ``RecencyBuffer.sample_by_return``) instead of by recency (0: the paper). Once a
+    task is solved, recency draws are nearly all top returns, and G (with the anchor) is no longer trained
+    at the rare middle returns that calibration sweeps over."""
     anchor_weight: float = 0.0
     """Weight of a hindsight anchor in the generator loss (0: the paper's loss alone): G(R) is also pulled
     towards the probing actions (V's fingerprint, in units of action_high) of the buffered policy that
@@ -251,6 +256,9 @@ class GoGePo(Algorithm):
                                  f"{list(RETURN_CONVENTIONS)}")
         if c.buffer_dtype not in BUFFER_DTYPES:
             raise PolicygenError(f"buffer_dtype {c.buffer_dtype!r} is not one of {list(BUFFER_DTYPES)}")
+        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac"):
+            if not 0.0 <= getattr(c, name) <= 1.0:
+                raise PolicygenError(f"gogepo {name} must be in [0, 1], got {getattr(c, name)!r}")
         if not c.anchor_weight >= 0:
             raise PolicygenError(f"anchor_weight must be >= 0, got {c.anchor_weight!r}")
         if not c.sigma >= 0:
@@ -436,8 +444,12 @@ class GoGePo(Algorithm):
         b = int(self.cfg.batch_size)
         n_gen = min(b, int(round(b * self.cfg.generated_command_frac)))
         if n_gen < b:
-            s = self.buffer.sample(b - n_gen, self.gen)
-            r, achieved_by = s["train_return"], s["theta"]
+            n_even = min(b - n_gen, int(round(b * self.cfg.return_uniform_frac)))
+            parts = [self.buffer.sample(b - n_gen - n_even, self.gen)] if n_even < b - n_gen else []
+            if n_even:
+                parts.append(self.buffer.sample_by_return(n_even, self.gen))
+            r = torch.cat([s["train_return"] for s in parts])
+            achieved_by = torch.cat([s["theta"] for s in parts])
         else:
             r, achieved_by = torch.zeros(0), torch.zeros(0, self.spec.num_params)
         if n_gen:

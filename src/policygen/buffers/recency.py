@@ -97,6 +97,24 @@ class RecencyBuffer:
             ranks = torch.multinomial(torch.as_tensor(p), int(n), replacement=True, generator=generator)
         return self.gather(self.newest_indices()[ranks])
 
+    def sample_by_return(self, n: int, generator: torch.Generator, bins: int = 20) -> dict[str, torch.Tensor]:
+        """``n`` entries drawn with replacement evenly over achieved return: [min, max] of the buffered
+        ``train_return`` is cut into ``bins`` equal bins, each draw picks a non-empty bin uniformly, then an
+        entry of it uniformly. Rare returns (between a task's failing and solved policies) are drawn as
+        often as common ones. Same fields as ``sample``."""
+        if self.size == 0:
+            raise PolicygenError("cannot sample from an empty buffer; add evaluated policies first")
+        r = self.values["train_return"][:self.size]
+        lo, hi = float(r.min()), float(r.max())
+        b = ((r - lo) / max(hi - lo, 1e-12) * bins).long().clamp_(0, bins - 1)
+        order = torch.argsort(b, stable=True)  # entries grouped by bin
+        counts = torch.bincount(b, minlength=bins)
+        filled = torch.nonzero(counts).ravel()
+        starts = torch.cumsum(counts, 0) - counts
+        pick = filled[torch.randint(len(filled), (int(n),), generator=generator)]
+        within = (torch.rand(int(n), generator=generator, dtype=torch.float64) * counts[pick]).long()
+        return self.gather(order[starts[pick] + within])
+
     def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {k: v[idx] for k, v in self.values.items()}
         return {"theta": self.thetas[idx].float(), "command": self.commands[idx], "index": idx, **out}
