@@ -48,7 +48,8 @@ Presets (both first-class):
     buffered policy that achieved R. Without it a pendulum G that chased one lucky 1000 into a policy that
     pushes the cart one way from the first step (every policy, noise-free or perturbed, then earns 2-5)
     never came back: V is flat over such policies and G's loss is ~0. Seeds 1, 3 and 6 ended at 9, 31 and 4;
-    with it they reach 1000 (bench/results/gogepo-ip-anchor*.md). ``fast-fanin`` (Hopper) keeps 0 until measured.
+    with it they reach 1000 (bench/results/gogepo-ip-anchor*.md). ``fast-fanin`` (Hopper) keeps 0: with
+    the anchor Hopper seed 0 reached 2500 only at 1.9M (503k without) and seed 1 never (best 2446).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class GoGePo(Algorithm):
     presets["fast-explore"] = {**presets["fast"], "noise_free_share": 0.25, "generated_command_frac": 0.25}
     # fast with noise of sigma / sqrt(fan_in) per layer: uniform 0.1 saturates the perturbed 2x256 tanh
     # policies into bang-bang ones; on Hopper this reached >= 2500 on 3 of 3 seeds (uniform: 1 of 3). Without
-    # the anchor, the loss it was measured with (the anchor's Hopper runs are not finished).
+    # the anchor: with it seed 0 passed 2500 only at 1.9M and seed 1 never (bench/results/gogepo-hopper-anchor-s*.md).
     presets["fast-fanin"] = {**presets["fast"], "noise_scaling": "fan_in", "sigma": 1.0, "anchor_weight": 0.0}
     default_preset = None  # by env: preset_for
     ENV_PRESETS = {"Swimmer": "fast-explore", "MountainCarContinuous": "fast-explore", "Hopper": "fast-fanin"}
