@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from policygen.algorithms.make_an_agent.collect import collect
 from policygen.algorithms.make_an_agent.generate import generate_policies, read_prompts
 from policygen.algorithms.make_an_agent.train import load_make_an_agent, train_make_an_agent
 from policygen.algorithms.trainer import git_commit
+from policygen.buffers.policy_dataset import PromptLayout
 from policygen.envs.stats import RunningStats
 from policygen.rollout.engine import RolloutEngine
 
@@ -78,6 +80,8 @@ def main() -> None:
     p.add_argument("--heldout-copies", type=int, default=7)
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--set", action="append", default=[], help="make-an-agent setting KEY=VALUE")
+    p.add_argument("--prompt-steps", type=int, default=60, help="opening steps a prompt covers (paper: 60)")
+    p.add_argument("--state-every", type=int, default=3, help="keep every N-th state of them (paper: 3)")
     a = p.parse_args()
     torch.set_num_threads(1)
     root, t_start, load0 = Path(a.root), time.time(), os.getloadavg()
@@ -86,9 +90,10 @@ def main() -> None:
     runs = [ars_run(root, a.env, s, a.ars_steps, a.hidden, a.snapshots) for s in [*seeds, a.heldout_seed]]
     ars_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    collect(runs[:-1], str(root / "data-train"), a.copies, 0.5, seed=0, log=print)
-    collect(runs[-1:], str(root / "data-heldout"), a.heldout_copies, 0.5, seed=1, log=print)
-    collect(runs[:-1], str(root / "data-seen"), 1, 0.5, seed=2, log=print)
+    layout = PromptLayout(steps=a.prompt_steps, state_every=a.state_every)
+    collect(runs[:-1], str(root / "data-train"), a.copies, 0.5, seed=0, layout=layout, log=print)
+    collect(runs[-1:], str(root / "data-heldout"), a.heldout_copies, 0.5, seed=1, layout=layout, log=print)
+    collect(runs[:-1], str(root / "data-seen"), 1, 0.5, seed=2, layout=layout, log=print)
     collect_s = time.perf_counter() - t0
     overrides = dict(kv.split("=", 1) for kv in a.set)
     run = train_make_an_agent(str(root / "data-train"), str(root / "maa"), overrides, log=print)
@@ -105,7 +110,7 @@ def main() -> None:
         "date": datetime.fromtimestamp(t_start, UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
         "commit": git_commit(), "load_average_start": load0, "load_average_end": os.getloadavg(),
         "env_id": a.env, "heldout_seed": a.heldout_seed, "train_seeds": seeds,
-        "policy": model.spec.describe(), "params": model.spec.num_params,
+        "policy": model.spec.describe(), "params": model.spec.num_params, "prompt_layout": asdict(layout),
         "train_records": run.summary["records"], "heldout_prompts": k, "episodes_per_policy": a.episodes,
         "spearman_prompt_vs_generated": rho,
         "mean_abs_error": float(np.mean(np.abs(prompts["returns"][which] - gen_returns))),
@@ -158,6 +163,11 @@ def time_generation(model, prompts, root: Path) -> dict:
     return {"generate_decode_100_s": gen100, "generate_100_files_s_with_model_load": time.perf_counter() - t0}
 
 
+def _layout_text(layout: dict) -> str:
+    return (f"the opening {layout['steps']} steps (every action, every {layout['state_every']}th state) and "
+            f"the last {layout['outcome_states']} states")
+
+
 def write(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -171,7 +181,8 @@ def write(result: dict, out: Path) -> None:
           f"- policy {result['policy']} ({result['params']} parameters); {result['train_records']} training records; "
           f"{result['heldout_prompts']} held-out prompts (from ARS seed {result['heldout_seed']}, a run never seen "
           f"in training), one policy each, "
-          f"{result['episodes_per_policy']} episodes",
+          f"{result['episodes_per_policy']} episodes; prompt: "
+          f"{_layout_text(result.get('prompt_layout', {'steps': 60, 'state_every': 3, 'outcome_states': 3}))}",
           f"- **Spearman(prompt return, generated return) = {result['spearman_prompt_vs_generated']:.3f}** "
           f"(target >= 0.8); mean |error| {result['mean_abs_error']:.0f} over prompt returns "
           f"{result['prompt_return_range'][0]:.0f}..{result['prompt_return_range'][1]:.0f}",
