@@ -43,9 +43,10 @@ def summarise(run: Path, threshold: float | None) -> dict:
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r["eval_return"]]
     evals = [(int(r["env_steps"]), float(r["wall_s"]), float(r["eval_return"])) for r in rows]
     summary = json.loads((run / "summary.json").read_text())
+    started_at = json.loads((run / "config.json").read_text()).get("commit") or summary.get("commit") or "?"
     first = next(((s, w) for s, w, e in evals if threshold is not None and e >= threshold), None)
     after = [e for s, _, e in evals if first and s >= first[0]]
-    return {"run": str(run), "seed": summary["seed"], "env_steps": summary["env_steps"],
+    return {"run": str(run), "seed": summary["seed"], "commit": started_at, "env_steps": summary["env_steps"],
             "wall_s": summary["wall_s"], "final_eval": summary["final_eval_return"],
             "best_eval": max(e for _, _, e in evals) if evals else None,
             "last20_eval_mean": summary.get("last20_eval_mean"), "last20_eval_count": summary.get("last20_eval_count"),
@@ -103,13 +104,18 @@ def main() -> int:
             results[-1]["calibration"] = {"spearman": sw["spearman"], "mae_frac": sw["mae_frac"],
                                           "seen_range": sw["seen_range"], "plot": sw["plot"]}
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    # the commit each run started at (its config.json), not the tree's at the end: a run from a work tree that
+    # moves while it trains is the code it started with (a resumed run keeps its first commit too)
+    started = sorted({r["commit"] for r in results})
     meta = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-            "commit": commit(), "load_average_at_end": os.getloadavg(), "algo": a.algo, "env": a.env,
+            "commit": started[0] if len(started) == 1 else ", ".join(started), "commit_at_end": commit(),
+            "load_average_at_end": os.getloadavg(), "algo": a.algo, "env": a.env,
             "preset": a.preset, "threshold": a.threshold, "commands": ["policygen " + c for c in commands]}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps({**meta, "runs": results}, indent=2))
     lines = [f"# {a.algo}{' ' + a.preset if a.preset else ''} on {a.env}", "",
-             f"{meta['date']}, {meta['machine']}, commit {meta['commit'][:10]}, load at end "
+             f"{meta['date']}, {meta['machine']}, commit {', '.join(c[:10] for c in started)} (at each run's "
+             f"start), load at end "
              f"{meta['load_average_at_end'][0]:.1f}. Re-run: `python bench/learning.py "
              f"{shlex.join(sys.argv[1:])}`", "",
              f"| seed | first eval >= {a.threshold} (env steps / wall) | evals >= threshold after it | final eval "
