@@ -211,6 +211,29 @@ def test_a_stage_resumed_from_its_checkpoint_gives_the_same_weights(tmp_path):
 
 
 
+def test_a_stage_saved_under_other_settings_is_refused_on_resume(tmp_path):
+    import json
+
+    from policygen.runs.rundir import RunDir
+
+    cfg = MakeAnAgentConfig(checkpoint_every=10)
+    thetas = torch.randn(40, 33)
+    config = {"algorithm": "make-an-agent", "dataset": "/data/x", "dataset_records": 40, "seed": 0,
+              "algo": {"ae_lr": 1e-3}, "policy": None, "prompt": {"steps": 6}, "chunks": [12, 12, 9]}
+    run = RunDir.create(tmp_path / "run", config)
+    ae = ParamAutoencoder([12, 12, 9], latent_dim=4, hidden=16)
+    ae.fit_normalisation(thetas)
+    stage = run.path / "stages" / "autoencoder.safetensors"
+    train_stage(stage, ae, lambda g: ae.loss(thetas, g), 20, 1e-3, cfg, seed=3, run=run)
+    # unchanged settings resume (and a longer stage is allowed)
+    info = train_stage(stage, ae, lambda g: ae.loss(thetas, g), 30, 1e-3, cfg, seed=3, run=RunDir.open(run.path))
+    assert info["steps"] == 30
+    edited = json.loads((run.path / "config.json").read_text())
+    edited["algo"]["ae_lr"] = 1e-2
+    (run.path / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(PolicygenError, match=r"not what this run's checkpoint was trained with \(algo"):
+        train_stage(stage, ae, lambda g: ae.loss(thetas, g), 40, 1e-3, cfg, seed=3, run=RunDir.open(run.path))
+
 def test_sb3_sac_actor_is_read_pickle_free_and_acts_like_sb3(tmp_path):
     sb3 = pytest.importorskip("stable_baselines3")
     from policygen.algorithms.make_an_agent.collect import collect_sb3, sb3_sac_actor

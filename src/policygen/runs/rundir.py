@@ -130,9 +130,13 @@ class RunDir:
         longer)."""
         c = self.config  # read from the file: what a resume would train with
         r = c.get("run") or {}
-        return {"algorithm": c.get("algorithm"), "algo": c.get("algo"), "policy": c.get("policy"),
-                "return_convention": c.get("return_convention"),
-                "run": {k: r.get(k) for k in ("env_id", "seed", "env_kwargs")}}
+        out = {"algorithm": c.get("algorithm"), "algo": c.get("algo"), "policy": c.get("policy"),
+               "return_convention": c.get("return_convention"),
+               "run": {k: r.get(k) for k in ("env_id", "seed", "env_kwargs")}}
+        # make-an-agent runs: the data set, seed, prompt layout and chunking their stages were trained on
+        # (keys other algorithms' configs do not have, so their checkpoints' records stay as they were)
+        out.update({k: c[k] for k in ("dataset", "dataset_records", "seed", "prompt", "chunks") if k in c})
+        return out
 
     def check_resumable(self, state: dict) -> None:
         """Refuse a checkpoint whose run's settings were edited in config.json since it was saved: resuming
@@ -148,9 +152,10 @@ class RunDir:
                                  f"or start a new run with the new settings")
 
     def save_checkpoint(self, state: dict) -> None:
-        save_state(self.path / CHECKPOINT, self._stamped(state), kind="checkpoint")
+        save_state(self.path / CHECKPOINT, self.stamped(state), kind="checkpoint")
 
-    def _stamped(self, state: dict) -> dict:
+    def stamped(self, state: dict) -> dict:
+        """``state`` with the record ``check_resumable`` compares against config.json."""
         return {**state, TRAINED_WITH: json.dumps(self.trained_with(), sort_keys=True)}
 
     def load_checkpoint(self, name: str | None = None) -> dict:
@@ -158,7 +163,7 @@ class RunDir:
         return load_state(self.path / (CHECKPOINT if name is None else f"checkpoints/{name}"), kind="checkpoint")
 
     def save_snapshot(self, state: dict, env_steps: int) -> None:
-        save_state(self.path / f"checkpoints/snapshot-{env_steps:010d}.safetensors", self._stamped(state),
+        save_state(self.path / f"checkpoints/snapshot-{env_steps:010d}.safetensors", self.stamped(state),
                    kind="checkpoint")
 
     def snapshots(self) -> list[str]:

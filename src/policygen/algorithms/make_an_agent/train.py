@@ -67,13 +67,16 @@ def _batch(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
 
 
 def train_stage(path: Path, model: torch.nn.Module, loss_fn, steps: int, lr: float, cfg: MakeAnAgentConfig,
-                seed: int, log=None) -> dict:
-    """AdamW on ``loss_fn(gen)`` for ``steps`` steps, resumable from the stage file ``path``."""
+                seed: int, log=None, run: RunDir | None = None) -> dict:
+    """AdamW on ``loss_fn(gen)`` for ``steps`` steps, resumable from the stage file ``path``; with ``run``, a
+    stage file saved under other settings than the run's config.json now holds is refused."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     step, losses, wall = 0, [], 0.0
     if path.exists():
         st = load_state(path, STAGE_KIND)
+        if run is not None:
+            run.check_resumable(st)
         try:
             model.load_state_dict(st["model"])
             load_optimizer_state(opt, st["opt"])
@@ -93,8 +96,9 @@ def train_stage(path: Path, model: torch.nn.Module, loss_fn, steps: int, lr: flo
         if step % cfg.checkpoint_every == 0 or step == steps:
             losses.append([step, float(np.mean(acc))])
             acc, wall = [], time.perf_counter() - t0
-            save_state(path, {"model": model.state_dict(), "opt": optimizer_state(opt), "gen": gen.get_state(),
-                              "step": step, "losses": losses, "wall_s": wall}, STAGE_KIND)
+            state = {"model": model.state_dict(), "opt": optimizer_state(opt), "gen": gen.get_state(),
+                     "step": step, "losses": losses, "wall_s": wall}
+            save_state(path, run.stamped(state) if run is not None else state, STAGE_KIND)
             if log:
                 log(f"[make-an-agent] {path.stem} step {step}/{steps} loss {losses[-1][1]:.4g} ({wall:.0f} s)")
     model.eval()
@@ -114,14 +118,14 @@ def run_stages(run: RunDir, data: dict, cfg: MakeAnAgentConfig, spec: MLPSpec, l
     stages, n, b = run.path / "stages", data["n"], cfg.batch
     out = {"autoencoder": train_stage(stages / "autoencoder.safetensors", ae,
                                       lambda g: ae.loss(data["thetas"][_batch(g, n, b)], g),
-                                      cfg.ae_steps, cfg.ae_lr, cfg, seed, log)}
+                                      cfg.ae_steps, cfg.ae_lr, cfg, seed, log, run)}
 
     def emb_loss(g):
         i = _batch(g, n, b)
         return emb.loss(data["traj"][i], data["outcome"][i])
 
     out["embedding"] = train_stage(stages / "embedding.safetensors", emb, emb_loss, cfg.emb_steps, cfg.emb_lr,
-                                   cfg, seed + 1, log)
+                                   cfg, seed + 1, log, run)
     z = _latents(ae, data["thetas"])
     z_mean, z_std = z.mean(0), z.std(0).clamp_min(1e-4)
     zn = (z - z_mean) / z_std
@@ -136,7 +140,7 @@ def run_stages(run: RunDir, data: dict, cfg: MakeAnAgentConfig, spec: MLPSpec, l
     den.register_buffer("latent_mean", z_mean)
     den.register_buffer("latent_std", z_std)
     out["diffusion"] = train_stage(stages / "diffusion.safetensors", den, diff_loss, cfg.diff_steps, cfg.diff_lr,
-                                   cfg, seed + 2, log)
+                                   cfg, seed + 2, log, run)
     return out
 
 
