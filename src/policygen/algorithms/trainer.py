@@ -34,9 +34,11 @@ from policygen.runs.rundir import RunDir
 def versions() -> dict:
     out = {"policygen": policygen.__version__, "python": platform.python_version(), "torch": torch.__version__,
            "numpy": np.__version__}
+    # the installed distribution's version: the lean EnvPool package's __version__ would run its whole
+    # import (~0.7 s, JAX included) at every run's end
     for mod in ("gymnasium", "mujoco", "envpool", "stable_baselines3", "sb3_contrib"):
-        if mod in sys.modules:  # the installed distribution's version: reading the lean EnvPool package's
-            try:                # __version__ would run its whole import (~0.7 s, JAX included) at every run's end
+        if mod in sys.modules:
+            try:
                 out[mod] = importlib.metadata.version(mod)
             except importlib.metadata.PackageNotFoundError:
                 out[mod] = getattr(sys.modules[mod], "__version__", "?")
