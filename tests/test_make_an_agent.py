@@ -169,6 +169,38 @@ def test_contrastive_loss_ranks_the_true_pair_first():
     assert top1 > 0.6
 
 
+def test_return_head_makes_the_trajectory_embedding_carry_the_return():
+    """With ``return_head`` the embedding learns both tasks: the true pair still ranks first, and the return
+    read off an unseen trajectory's embedding follows its true return."""
+    gen = torch.Generator().manual_seed(1)
+    mix, w = torch.randn(6, 5, generator=gen), torch.randn(6, generator=gen)
+
+    def pairs(n):
+        traj = torch.randn(n, 6, generator=gen)
+        return traj, torch.tanh(traj @ mix) + 0.05 * torch.randn(n, 5, generator=gen), traj @ w
+
+    traj, out, ret = pairs(256)
+    ret_mean, ret_std = ret.mean(), ret.std()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        emb = BehaviourEmbedding(6, 5, dim=16, hidden=64, return_head=True)
+        plain = BehaviourEmbedding(6, 5, dim=16, hidden=64)
+    assert plain.return_head is None and "return_head.weight" in emb.state_dict()
+    opt = torch.optim.AdamW(emb.parameters(), lr=2e-3)
+    for _ in range(600):
+        i = torch.randperm(256, generator=gen)[:64]
+        loss = emb.loss(traj[i], out[i]) + emb.return_loss(traj[i], (ret[i] - ret_mean) / ret_std)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test_traj, test_out, test_ret = pairs(64)
+    with torch.no_grad():
+        top1 = (emb.logits(test_traj, test_out).argmax(1) == torch.arange(64)).float().mean()
+        read = emb.return_head(torch.nn.functional.normalize(emb.traj_encoder(test_traj), dim=-1)).squeeze(-1)
+    corr = torch.corrcoef(torch.stack([read, test_ret]))[0, 1]
+    assert top1 > 0.5 and corr > 0.9, (top1, corr)
+
+
 def test_denoiser_learns_a_toy_conditional_distribution():
     gen = torch.Generator().manual_seed(0)
     centres = torch.tensor([[1.0, -1.0, 0.5, 0.0], [-1.0, 1.0, -0.5, 1.0]])
@@ -255,3 +287,26 @@ def test_sb3_sac_actor_is_read_pickle_free_and_acts_like_sb3(tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"PK not a zip")
     with pytest.raises(PolicygenError, match="not a Stable-Baselines3 model zip"):
         sb3_sac_actor(str(tmp_path / "bad.zip"), "InvertedPendulum-v5")
+
+
+@pytest.mark.parametrize("return_weight", ["0", "1"])
+def test_the_same_seed_trains_the_same_networks(tmp_path, return_weight):
+    """Initial weights come from the run's seed, not from whatever the process drew before; the return
+    head (``emb_return_weight``) is part of the embedding stage when asked for."""
+    from policygen.algorithms.make_an_agent.train import STAGE_KIND, STAGES, train_make_an_agent
+    from policygen.runs.files import load_state
+
+    ds = PolicyDataset.create_or_open(tmp_path / "ds", SPEC, LAYOUT, "episode_end")
+    ds.append(*_records(12))
+    steps = {**{k: "6" for k in ("ae_steps", "emb_steps", "diff_steps", "checkpoint_every")},
+             "emb_return_weight": return_weight, "cond_noise": "0.1"}
+    weights = []
+    for name in ("a", "b"):
+        torch.randn(7)  # moves the process's RNG between the two runs
+        train_make_an_agent(str(tmp_path / "ds"), str(tmp_path / name), steps, seed=3)
+        weights.append({s: load_state(tmp_path / name / "stages" / f"{s}.safetensors", STAGE_KIND)["model"]
+                        for s in STAGES})
+    assert ("return_head.weight" in weights[0]["embedding"]) == (return_weight == "1")
+    for s in STAGES:
+        for k, v in weights[0][s].items():
+            torch.testing.assert_close(v, weights[1][s][k], atol=0, rtol=0, msg=f"{s} {k}")

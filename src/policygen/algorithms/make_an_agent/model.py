@@ -48,6 +48,11 @@ class MakeAnAgentConfig:
     """AdamW steps of the behaviour embedding."""
     emb_lr: float = 1e-3
     """Learning rate of the behaviour embedding."""
+    emb_return_weight: float = 0.0
+    """Weight of an auxiliary loss (not in the paper, 0: off) that makes the trajectory embedding predict the
+    record's return (standardised over the data set) through a linear head, so the condition carries the
+    prompt's quality. For one task whose prompt should be reproduced in quality (locomotion); on a set of
+    tasks with different return scales it mixes them, so MetaWorld keeps 0."""
     den_width: int = 256
     """Width of the FiLM-conditioned MLP denoiser (paper: a 1-D conv UNet)."""
     den_blocks: int = 3
@@ -56,6 +61,10 @@ class MakeAnAgentConfig:
     """AdamW steps of the latent diffusion model."""
     diff_lr: float = 1e-3
     """Learning rate of the diffusion model."""
+    cond_noise: float = 0.0
+    """Std of Gaussian noise added to the condition (unit embeddings) while training the diffusion model
+    (not in the paper, 0: off): the denoiser then answers smoothly for prompts whose embedding lies between
+    or beside the training records' (a run never seen) instead of only at the records' own."""
     train_timesteps: int = 100
     """Diffusion timesteps while training (paper: 100, cosine schedule)."""
     sample_steps: int = 10
@@ -87,7 +96,7 @@ def build_networks(cfg: MakeAnAgentConfig, chunks: list[int], spec: MLPSpec, lay
     ae = ParamAutoencoder(chunks, cfg.latent_dim, cfg.ae_hidden, cfg.input_noise, cfg.latent_noise)
     traj_dim = layout.n_states * spec.obs_dim + layout.steps * spec.act_dim
     emb = BehaviourEmbedding(traj_dim, layout.outcome_states * spec.obs_dim, cfg.emb_dim, cfg.emb_hidden,
-                             cfg.temperature)
+                             cfg.temperature, return_head=cfg.emb_return_weight > 0)
     den = Denoiser(len(chunks) * cfg.latent_dim, 2 * cfg.emb_dim, cfg.den_width, cfg.den_blocks)
     return ae, emb, den
 

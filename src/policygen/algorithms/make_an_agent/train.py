@@ -113,16 +113,24 @@ def _latents(ae, thetas: torch.Tensor) -> torch.Tensor:
 def run_stages(run: RunDir, data: dict, cfg: MakeAnAgentConfig, spec: MLPSpec, layout: PromptLayout,
                seed: int, log=None) -> dict:
     """Train (or finish) the three stages; returns each stage's summary."""
-    ae, emb, den = build_networks(cfg, run.config["chunks"], spec, layout)
+    with torch.random.fork_rng(devices=[]):  # initial weights from the run's seed, not the process's RNG
+        torch.manual_seed(seed)
+        ae, emb, den = build_networks(cfg, run.config["chunks"], spec, layout)
     ae.fit_normalisation(data["thetas"])
     stages, n, b = run.path / "stages", data["n"], cfg.batch
     out = {"autoencoder": train_stage(stages / "autoencoder.safetensors", ae,
                                       lambda g: ae.loss(data["thetas"][_batch(g, n, b)], g),
                                       cfg.ae_steps, cfg.ae_lr, cfg, seed, log, run)}
 
+    ret = torch.as_tensor(np.asarray(data["returns"], np.float64), dtype=torch.float32)
+    ret = (ret - ret.mean()) / ret.std().clamp_min(1e-8) if n > 1 else ret * 0
+
     def emb_loss(g):
         i = _batch(g, n, b)
-        return emb.loss(data["traj"][i], data["outcome"][i])
+        loss = emb.loss(data["traj"][i], data["outcome"][i])
+        if cfg.emb_return_weight > 0:
+            loss = loss + cfg.emb_return_weight * emb.return_loss(data["traj"][i], ret[i])
+        return loss
 
     out["embedding"] = train_stage(stages / "embedding.safetensors", emb, emb_loss, cfg.emb_steps, cfg.emb_lr,
                                    cfg, seed + 1, log, run)
@@ -135,7 +143,10 @@ def run_stages(run: RunDir, data: dict, cfg: MakeAnAgentConfig, spec: MLPSpec, l
 
     def diff_loss(g):
         i = _batch(g, n, b)
-        return diffusion_loss(den, sched, zn[i], cond[i], g)
+        c = cond[i]
+        if cfg.cond_noise > 0:
+            c = c + cfg.cond_noise * torch.randn(c.shape, generator=g)
+        return diffusion_loss(den, sched, zn[i], c, g)
 
     den.register_buffer("latent_mean", z_mean)
     den.register_buffer("latent_std", z_std)

@@ -1,7 +1,9 @@
 """Behaviour embedding (Make-An-Agent): a prompt trajectory and the outcome states it leads to, embedded so
 that each trajectory matches its own outcome (InfoNCE over a batch, bilinear similarity).
 
-The condition of the diffusion model is the two embeddings concatenated, ``(B, 2 * dim)``.
+The condition of the diffusion model is the two embeddings concatenated, ``(B, 2 * dim)``. With
+``return_head``, a linear head also reads the record's (standardised) return off the trajectory embedding
+(``return_loss``; policygen's addition, off by default).
 Inputs arrive flat and already normalised (``prompt_features``).
 """
 
@@ -24,12 +26,13 @@ class BehaviourEmbedding(nn.Module):
     """``traj (B, Dt)``, ``outcome (B, Do)`` -> unit embeddings ``(B, dim)`` each; ``condition`` concatenates."""
 
     def __init__(self, traj_dim: int, outcome_dim: int, dim: int = 64, hidden: int = 128,
-                 temperature: float = 0.1):
+                 temperature: float = 0.1, return_head: bool = False):
         super().__init__()
         self.traj_encoder = _mlp([traj_dim, hidden, hidden, dim])
         self.outcome_encoder = _mlp([outcome_dim, hidden, dim])
         self.bilinear = nn.Parameter(torch.eye(dim))
         self.temperature = temperature
+        self.return_head = nn.Linear(dim, 1) if return_head else None
 
     def embed(self, traj: torch.Tensor, outcome: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         zt = nn.functional.normalize(self.traj_encoder(traj), dim=-1)
@@ -46,6 +49,13 @@ class BehaviourEmbedding(nn.Module):
         logits = self.logits(traj, outcome)
         target = torch.arange(len(logits))
         return 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
+
+    def return_loss(self, traj: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+        """MSE of the return read off each trajectory's embedding against ``returns (B,)`` (standardised)."""
+        if self.return_head is None:
+            raise ValueError("this embedding was built without a return head")
+        zt = nn.functional.normalize(self.traj_encoder(traj), dim=-1)
+        return nn.functional.mse_loss(self.return_head(zt).squeeze(-1), returns)
 
     def condition(self, traj: torch.Tensor, outcome: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.embed(traj, outcome), dim=-1)
