@@ -310,3 +310,12 @@ def test_the_same_seed_trains_the_same_networks(tmp_path, return_weight):
     for s in STAGES:
         for k, v in weights[0][s].items():
             torch.testing.assert_close(v, weights[1][s][k], atol=0, rtol=0, msg=f"{s} {k}")
+
+
+def test_negative_weights_and_noise_are_refused():
+    from policygen.algorithms.base import make_config
+    from policygen.algorithms.make_an_agent.model import MakeAnAgentConfig
+
+    for key in ("emb_return_weight", "cond_noise", "latent_noise"):
+        with pytest.raises(PolicygenError, match=f"{key} must be >= 0"):
+            make_config(MakeAnAgentConfig, None, {key: "-0.1"})

@@ -76,6 +76,11 @@ class MakeAnAgentConfig:
     checkpoint_every: int = 500
     """Save each stage every this many steps (a killed run resumes from there)."""
 
+    def __post_init__(self):
+        for name in ("input_noise", "latent_noise", "emb_return_weight", "cond_noise", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
 
 def prompt_features(spec: MLPSpec, ref_mean: np.ndarray, ref_std: np.ndarray, prompt_obs: np.ndarray,
                     prompt_actions: np.ndarray, outcome_obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
