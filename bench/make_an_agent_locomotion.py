@@ -105,6 +105,11 @@ def main() -> None:
     thetas, which = model.generate(prompts, k, seed=0)
     gen_returns = evaluate(model, thetas, a.env, a.episodes, seed=10)
     rho = float(spearmanr(prompts["returns"][which], gen_returns).statistic)
+    # the generator can only give qualities its data holds: the same over prompts no better than its best record
+    from policygen.buffers.policy_dataset import PolicyDataset
+    train_best = float(PolicyDataset.open(root / "data-train").load()[0]["returns"].max())
+    inside = prompts["returns"][which] <= train_best
+    rho_inside = float(spearmanr(prompts["returns"][which][inside], gen_returns[inside]).statistic)
     timing = time_generation(model, prompts, root)
     result = {
         "date": datetime.fromtimestamp(t_start, UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
@@ -113,6 +118,8 @@ def main() -> None:
         "policy": model.spec.describe(), "params": model.spec.num_params, "prompt_layout": asdict(layout),
         "train_records": run.summary["records"], "heldout_prompts": k, "episodes_per_policy": a.episodes,
         "spearman_prompt_vs_generated": rho,
+        "training_best_return": train_best, "prompts_within_training_range": int(inside.sum()),
+        "spearman_within_training_range": rho_inside,
         "mean_abs_error": float(np.mean(np.abs(prompts["returns"][which] - gen_returns))),
         "prompt_return_range": [float(prompts["returns"].min()), float(prompts["returns"].max())],
         "ars_wall_s": ars_s, "collect_wall_s": collect_s, "stages": run.summary["stages"],
@@ -185,7 +192,10 @@ def write(result: dict, out: Path) -> None:
           f"{_layout_text(result.get('prompt_layout', {'steps': 60, 'state_every': 3, 'outcome_states': 3}))}",
           f"- **Spearman(prompt return, generated return) = {result['spearman_prompt_vs_generated']:.3f}** "
           f"(target >= 0.8); mean |error| {result['mean_abs_error']:.0f} over prompt returns "
-          f"{result['prompt_return_range'][0]:.0f}..{result['prompt_return_range'][1]:.0f}",
+          f"{result['prompt_return_range'][0]:.0f}..{result['prompt_return_range'][1]:.0f}"
+          + (f"; over the {result['prompts_within_training_range']} prompts no better than the best training "
+             f"record ({result['training_best_return']:.0f}): {result['spearman_within_training_range']:.3f}"
+             if "spearman_within_training_range" in result else ""),
           f"- prompts from the training runs' checkpoints (fresh episodes, fresh noisy copies; "
           f"{seen['prompts']} prompts, returns {seen['prompt_return_range'][0]:.0f}.."
           f"{seen['prompt_return_range'][1]:.0f}): Spearman **{seen['spearman_prompt_vs_generated']:.3f}**, "
