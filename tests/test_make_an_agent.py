@@ -189,7 +189,7 @@ def test_return_head_makes_the_trajectory_embedding_carry_the_return():
     opt = torch.optim.AdamW(emb.parameters(), lr=2e-3)
     for _ in range(600):
         i = torch.randperm(256, generator=gen)[:64]
-        loss = emb.loss(traj[i], out[i]) + emb.return_loss(traj[i], (ret[i] - ret_mean) / ret_std)
+        loss = emb.loss(traj[i], out[i], (ret[i] - ret_mean) / ret_std)
         opt.zero_grad()
         loss.backward()
         opt.step()

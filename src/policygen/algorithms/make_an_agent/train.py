@@ -127,10 +127,8 @@ def run_stages(run: RunDir, data: dict, cfg: MakeAnAgentConfig, spec: MLPSpec, l
 
     def emb_loss(g):
         i = _batch(g, n, b)
-        loss = emb.loss(data["traj"][i], data["outcome"][i])
-        if cfg.emb_return_weight > 0:
-            loss = loss + cfg.emb_return_weight * emb.return_loss(data["traj"][i], ret[i])
-        return loss
+        return emb.loss(data["traj"][i], data["outcome"][i], ret[i] if cfg.emb_return_weight > 0 else None,
+                        cfg.emb_return_weight)
 
     out["embedding"] = train_stage(stages / "embedding.safetensors", emb, emb_loss, cfg.emb_steps, cfg.emb_lr,
                                    cfg, seed + 1, log, run)

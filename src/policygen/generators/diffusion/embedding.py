@@ -3,7 +3,7 @@ that each trajectory matches its own outcome (InfoNCE over a batch, bilinear sim
 
 The condition of the diffusion model is the two embeddings concatenated, ``(B, 2 * dim)``. With
 ``return_head``, a linear head also reads the record's (standardised) return off the trajectory embedding
-(``return_loss``; policygen's addition, off by default).
+(``loss(..., returns)``; policygen's addition, off by default).
 Inputs arrive flat and already normalised (``prompt_features``).
 """
 
@@ -41,21 +41,25 @@ class BehaviourEmbedding(nn.Module):
 
     def logits(self, traj: torch.Tensor, outcome: torch.Tensor) -> torch.Tensor:
         """``(B, B)`` similarity ``zt_i W zo_j / temperature``; the true pairs are on the diagonal."""
-        zt, zo = self.embed(traj, outcome)
+        return self._logits(*self.embed(traj, outcome))
+
+    def _logits(self, zt: torch.Tensor, zo: torch.Tensor) -> torch.Tensor:
         return zt @ self.bilinear @ zo.T / self.temperature
 
-    def loss(self, traj: torch.Tensor, outcome: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE: each trajectory picks its outcome among the batch's, and the other way round."""
-        logits = self.logits(traj, outcome)
+    def loss(self, traj: torch.Tensor, outcome: torch.Tensor, returns: torch.Tensor | None = None,
+             return_weight: float = 1.0) -> torch.Tensor:
+        """Symmetric InfoNCE: each trajectory picks its outcome among the batch's, and the other way round.
+        With ``returns (B,)`` (standardised), plus ``return_weight`` times the MSE of the return head's reading
+        of each trajectory's embedding."""
+        zt, zo = self.embed(traj, outcome)
+        logits = self._logits(zt, zo)
         target = torch.arange(len(logits))
-        return 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
-
-    def return_loss(self, traj: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
-        """MSE of the return read off each trajectory's embedding against ``returns (B,)`` (standardised)."""
+        loss = 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
+        if returns is None:
+            return loss
         if self.return_head is None:
             raise ValueError("this embedding was built without a return head")
-        zt = nn.functional.normalize(self.traj_encoder(traj), dim=-1)
-        return nn.functional.mse_loss(self.return_head(zt).squeeze(-1), returns)
+        return loss + return_weight * nn.functional.mse_loss(self.return_head(zt).squeeze(-1), returns)
 
     def condition(self, traj: torch.Tensor, outcome: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.embed(traj, outcome), dim=-1)
