@@ -3,7 +3,8 @@
 1. ARS runs (small MLP policies) with snapshots along training: seeds --train-seeds make the training data,
    seed --heldout-seed only the prompts (its checkpoints were never seen by the model);
 2. ``collect`` both (checkpoints + noisy copies: varied quality on purpose);
-3. ``train make-an-agent`` on the training data set (all three stages);
+3. ``train make-an-agent`` on the training data set (all three stages; a completed model of the same settings
+   is reused, so a re-run only measures again);
 4. one generated policy per held-out prompt, each evaluated for --episodes episodes;
    Spearman between the prompt episode's return and the generated policy's mean return (target >= 0.8);
 5. seconds to generate and decode 100 policies (model loaded; files not written), and with the 100 files.
@@ -29,13 +30,16 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from policygen.algorithms.base import make_config
 from policygen.algorithms.make_an_agent.collect import collect
 from policygen.algorithms.make_an_agent.generate import generate_policies, read_prompts
+from policygen.algorithms.make_an_agent.model import MakeAnAgentConfig
 from policygen.algorithms.make_an_agent.train import load_make_an_agent, train_make_an_agent
 from policygen.algorithms.trainer import git_commit
 from policygen.buffers.policy_dataset import PromptLayout
 from policygen.envs.stats import RunningStats
 from policygen.rollout.engine import RolloutEngine
+from policygen.runs.rundir import RunDir
 
 
 def ars_run(root: Path, env: str, seed: int, steps: int, hidden: str, snapshots: int) -> str:
@@ -45,6 +49,21 @@ def ars_run(root: Path, env: str, seed: int, steps: int, hidden: str, snapshots:
                         "--set", f"hidden={hidden}", "--snapshots", str(snapshots), "--seed", str(seed),
                         "--out", str(out), "--quiet", "--force"], check=True, stdout=subprocess.DEVNULL)
     return str(out)
+
+
+def train_or_reuse(root: Path, overrides: dict[str, str]) -> RunDir:
+    """Train the model of ``root/maa``, or reuse it when it is complete and has exactly these settings
+    (a re-run then only measures again)."""
+    path = root / "maa"
+    if (path / "summary.json").exists():
+        run = RunDir.open(path)
+        cfg = run.config
+        if make_config(MakeAnAgentConfig, cfg["algo"], None) != make_config(MakeAnAgentConfig, None, overrides) \
+                or Path(cfg["dataset"]).resolve() != (root / "data-train").resolve():
+            sys.exit(f"{path} was trained with other settings or data; use another --root")
+        print(f"[bench] reusing the trained model {path}")
+        return run
+    return train_make_an_agent(str(root / "data-train"), str(path), overrides, log=print)
 
 
 def evaluate(model, thetas: torch.Tensor, env: str, episodes: int, seed: int) -> np.ndarray:
@@ -79,6 +98,8 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=15)
     p.add_argument("--heldout-copies", type=int, default=7)
     p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--samples", type=int, default=1,
+                   help="also generate this many policies per prompt and correlate their mean return (1: off)")
     p.add_argument("--set", action="append", default=[], help="make-an-agent setting KEY=VALUE")
     p.add_argument("--prompt-steps", type=int, default=60, help="opening steps a prompt covers (paper: 60)")
     p.add_argument("--state-every", type=int, default=3, help="keep every N-th state of them (paper: 3)")
@@ -96,7 +117,7 @@ def main() -> None:
     collect(runs[:-1], str(root / "data-seen"), 1, 0.5, seed=2, layout=layout, log=print)
     collect_s = time.perf_counter() - t0
     overrides = dict(kv.split("=", 1) for kv in a.set)
-    run = train_make_an_agent(str(root / "data-train"), str(root / "maa"), overrides, log=print)
+    run = train_or_reuse(root, overrides)
     model = load_make_an_agent(str(run.path))
     seen = correlation(model, root / "data-seen", a.env, a.episodes)
     roundtrip = autoencoder_roundtrip(model, root / "data-train", a.env, a.episodes)
@@ -110,6 +131,12 @@ def main() -> None:
     train_best = float(PolicyDataset.open(root / "data-train").load()[0]["returns"].max())
     inside = prompts["returns"][which] <= train_best
     rho_inside = float(spearmanr(prompts["returns"][which][inside], gen_returns[inside]).statistic)
+    sampled = {}
+    if a.samples > 1:  # one draw per prompt is noisy: the mean return of several draws is what the prompt asks for
+        sampled = {"heldout": mean_of_samples(model, prompts, a.env, a.episodes, a.samples),
+                   "seen_checkpoints": mean_of_samples(model, read_prompts(root / "data-seen", model.spec,
+                                                                           model.layout),
+                                                       a.env, a.episodes, a.samples)}
     timing = time_generation(model, prompts, root)
     result = {
         "date": datetime.fromtimestamp(t_start, UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
@@ -125,7 +152,8 @@ def main() -> None:
         "ars_wall_s": ars_s, "collect_wall_s": collect_s, "stages": run.summary["stages"],
         "stages_wall_s": run.summary["wall_s"], **timing,
         "pairs": [[float(prompts["returns"][w]), float(g)] for w, g in zip(which, gen_returns, strict=True)],
-        "seen_checkpoints": seen, "autoencoder_roundtrip": roundtrip,
+        "seen_checkpoints": seen, "autoencoder_roundtrip": roundtrip, "samples_per_prompt": a.samples,
+        "mean_of_samples": sampled,
         "command": " ".join(sys.argv),
     }
     write(result, Path(a.out))
@@ -141,6 +169,22 @@ def correlation(model, prompt_dir: Path, env: str, episodes: int) -> dict:
             "mean_abs_error": float(np.mean(np.abs(rets - gen))),
             "prompt_return_range": [float(rets.min()), float(rets.max())],
             "pairs": [[float(r), float(g)] for r, g in zip(rets, gen, strict=True)]}
+
+
+def mean_of_samples(model, prompts: dict, env: str, episodes: int, samples: int) -> dict:
+    """``samples`` generated policies per prompt (their own draws, seed 100); Spearman between the prompt's
+    return and the mean return of its policies, and the spread of the draws around that mean."""
+    k = len(prompts["prompt_obs"])
+    thetas, which = model.generate(prompts, k * samples, seed=100)
+    gen = evaluate(model, thetas, env, episodes, seed=20)
+    per_prompt = np.stack([gen[which == i] for i in range(k)])  # (k, samples)
+    mean = per_prompt.mean(axis=1)
+    rets = prompts["returns"]
+    single = [float(spearmanr(rets, per_prompt[:, j]).statistic) for j in range(samples)]
+    return {"prompts": k, "samples": samples, "spearman_prompt_vs_mean": float(spearmanr(rets, mean).statistic),
+            "mean_abs_error_of_mean": float(np.mean(np.abs(rets - mean))),
+            "spearman_single_draw_each": single,
+            "draw_std_mean": float(per_prompt.std(axis=1).mean())}
 
 
 def autoencoder_roundtrip(model, data_dir: Path, env: str, episodes: int) -> dict:
@@ -175,6 +219,10 @@ def _layout_text(layout: dict) -> str:
             f"the last {layout['outcome_states']} states")
 
 
+def _rng(xs: list[float]) -> str:
+    return f"{min(xs):.3f}..{max(xs):.3f}"
+
+
 def write(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -200,6 +248,13 @@ def write(result: dict, out: Path) -> None:
           f"{seen['prompts']} prompts, returns {seen['prompt_return_range'][0]:.0f}.."
           f"{seen['prompt_return_range'][1]:.0f}): Spearman **{seen['spearman_prompt_vs_generated']:.3f}**, "
           f"mean |error| {seen['mean_abs_error']:.0f}",
+          *([f"- {result['samples_per_prompt']} policies per prompt (seed 100), Spearman(prompt return, mean return of "
+              f"its policies): held out **{m['heldout']['spearman_prompt_vs_mean']:.3f}**, seen checkpoints "
+              f"**{m['seen_checkpoints']['spearman_prompt_vs_mean']:.3f}**; one draw per prompt, each of the "
+              f"{result['samples_per_prompt']}: held out {_rng(m['heldout']['spearman_single_draw_each'])}, seen "
+              f"{_rng(m['seen_checkpoints']['spearman_single_draw_each'])}; mean std of a prompt's draws "
+              f"{m['heldout']['draw_std_mean']:.0f} (held out), {m['seen_checkpoints']['draw_std_mean']:.0f} (seen)"]
+            if (m := result.get("mean_of_samples")) else []),
           f"- autoencoder round trip of 40 training records (20 best, 20 random): mean return "
           f"{rt['mean_before']:.0f} -> {rt['mean_after']:.0f}, Spearman {rt['spearman']:.3f}, mean |error| "
           f"{rt['mean_abs_error']:.0f}, relative parameter error {rt['relative_param_error']:.3f}",
