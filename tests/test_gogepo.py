@@ -172,6 +172,28 @@ def test_spread_noise_free_policies_cover_the_seen_range():
     assert all(np.isclose(stored, c, rtol=1e-5).any() for c in cmds)  # each policy stored with its command
 
 
+def test_spread_perturbed_policies_explore_around_g_across_the_seen_range():
+    algo = tiny(noise_free_policies=1, spread_perturbed=0.5, policies_per_iteration=5, steps_per_iteration=0,
+                evaluator_steps=0, generator_steps=0)
+    eng = FakeEngine()
+    algo.iterate(eng)  # no returns seen yet: every policy around G(command)
+    lo, hi = algo.seen_return_range()
+    command = algo.next_command()
+    asked, generate = [], algo.generate
+    algo.generate = lambda cmds: asked.append(np.asarray(cmds, dtype=float)) or generate(cmds)
+    algo.iterate(eng)
+    assert asked[0].tolist() == [command]
+    spread = asked[1]  # the last 4 * 0.5 = 2 perturbed policies
+    assert len(spread) == 2 and np.all((spread >= lo) & (spread <= hi)) and not np.any(spread == command)
+    thetas = eng.calls[-1]
+    near = lambda theta, cmds: (theta - generate(cmds)[0]).abs().max()  # noqa: E731
+    assert near(thetas[3], spread[:1]) < near(thetas[3], [command])  # perturbed around G(spread command)
+    stored = algo.buffer.gather(algo.buffer.newest_indices(5))["command"][:, 0].double().numpy()
+    assert all(np.isclose(stored, c, rtol=1e-5).any() for c in spread)
+    with pytest.raises(PolicygenError, match="spread_perturbed"):
+        tiny(spread_perturbed=1.5)
+
+
 def test_generated_commands_span_the_range_plus_drive():
     algo = tiny(generated_command_frac=0.5, batch_size=40)
     algo._record(torch.zeros(3, algo.spec.num_params), np.array([10.0, 50.0, 110.0]), np.zeros(3), np.ones(3), 1)

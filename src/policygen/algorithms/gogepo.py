@@ -110,6 +110,12 @@ class GoGePoConfig:
     """Noise-free policies after the first are G at commands drawn uniformly over the training returns seen
     (the first stays at the command): V then sees what G's own outputs achieve across the whole range, not
     only at the current command, which is where the generator is judged (calibration, evaluation)."""
+    spread_perturbed: float = 0.0
+    """Share (on average: rounded at random) of the iteration's perturbed policies whose base is G at a command
+    drawn uniformly over the training returns seen, not G at the current command (0: all explore around the
+    current command, as the paper). The buffer then also holds policies near what G makes at middle commands,
+    so V is trained where G is judged by a calibration sweep (a solved pendulum's buffer is otherwise nearly
+    all 0s and 1000s)."""
     generated_command_frac: float = 0.0
     """Share of each generator batch whose commands are not buffer returns but drawn uniformly from
     [min + drive, max + drive] of the returns seen (the official code's "generated" command mode; the
@@ -257,7 +263,7 @@ class GoGePo(Algorithm):
                                  f"{list(RETURN_CONVENTIONS)}")
         if c.buffer_dtype not in BUFFER_DTYPES:
             raise PolicygenError(f"buffer_dtype {c.buffer_dtype!r} is not one of {list(BUFFER_DTYPES)}")
-        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac"):
+        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "spread_perturbed"):
             if not 0.0 <= getattr(c, name) <= 1.0:
                 raise PolicygenError(f"gogepo {name} must be in [0, 1], got {getattr(c, name)!r}")
         if not c.anchor_weight >= 0:
@@ -358,11 +364,18 @@ class GoGePo(Algorithm):
         if c.spread_noise_free and self.episodes and n_free > 1:
             u = torch.rand(n_free - 1, generator=self.gen, dtype=torch.float64).numpy()
             commands[1:n_free] = self.ret_min + u * (self.ret_max - self.ret_min)
+        n_spread = self._stochastic_round((n - n_free) * c.spread_perturbed) if self.episodes else 0
+        if n_spread:  # the last n_spread perturbed policies explore around G at commands over the seen range
+            u = torch.rand(n_spread, generator=self.gen, dtype=torch.float64).numpy()
+            commands[n - n_spread:] = self.ret_min + u * (self.ret_max - self.ret_min)
         noise = torch.randn(n, self.spec.num_params, generator=self.gen)
         noise[:n_free] = 0.0
         spread = c.spread_noise_free and self.episodes and n_free > 1
         bases = self.generate(commands[:n_free] if spread else [command])
-        thetas = torch.cat([bases, bases[:1].expand(n - len(bases), -1)]) + c.sigma * self.noise_scale * noise
+        thetas = torch.cat([bases, bases[:1].expand(n - len(bases), -1)])
+        if n_spread:
+            thetas[n - n_spread:] = self.generate(commands[n - n_spread:])
+        thetas = thetas + c.sigma * self.noise_scale * noise
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
         t1 = time.perf_counter()
         ok = ~res.failed
@@ -382,6 +395,14 @@ class GoGePo(Algorithm):
                 "train_return_max": float(tr.max()) if len(tr) else math.nan,
                 "best_train_return": self.best_train, "command": command, "loss": g_loss,
                 "failures": int(res.failed.sum())}
+
+    def _stochastic_round(self, x: float) -> int:
+        """floor(x), plus one with probability frac(x): the right share on average even when an iteration
+        has only one or two perturbed policies (a solved pendulum or Hopper has 1 of 4)."""
+        whole = math.floor(x)
+        if x > whole:
+            whole += int(torch.rand(1, generator=self.gen).item() < x - whole)
+        return whole
 
     def _num_policies(self) -> int:
         c = self.cfg
