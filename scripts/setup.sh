@@ -16,7 +16,9 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('2.13.0'))" 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0"
 fi
-"${PIP[@]}" -e ".[envpool,ray,sb3,export,tensorboard,render,diffusion,dev]"
+# mujoco pinned to the version the README's figures were last measured with: a new MuJoCo can move the physics,
+# and with it every return (gymnasium[mujoco] alone would take the newest).
+"${PIP[@]}" -e ".[envpool,ray,sb3,export,tensorboard,render,diffusion,dev]" "mujoco==4.0.1"
 # policygen render draws MuJoCo offscreen through EGL (Mesa's software renderer on a machine without a GPU)
 EGL_PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri"
 if ! { ldconfig -p | grep -q 'libEGL.so.1' && ldconfig -p | grep -q 'libEGL_mesa.so.0'; }; then
