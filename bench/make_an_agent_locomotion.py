@@ -219,7 +219,7 @@ def _layout_text(layout: dict) -> str:
             f"the last {layout['outcome_states']} states")
 
 
-def _rng(xs: list[float]) -> str:
+def _span(xs: list[float]) -> str:
     return f"{min(xs):.3f}..{max(xs):.3f}"
 
 
@@ -251,8 +251,8 @@ def write(result: dict, out: Path) -> None:
           *([f"- {result['samples_per_prompt']} policies per prompt (seed 100), Spearman(prompt return, mean return of "
               f"its policies): held out **{m['heldout']['spearman_prompt_vs_mean']:.3f}**, seen checkpoints "
               f"**{m['seen_checkpoints']['spearman_prompt_vs_mean']:.3f}**; one draw per prompt, each of the "
-              f"{result['samples_per_prompt']}: held out {_rng(m['heldout']['spearman_single_draw_each'])}, seen "
-              f"{_rng(m['seen_checkpoints']['spearman_single_draw_each'])}; mean std of a prompt's draws "
+              f"{result['samples_per_prompt']}: held out {_span(m['heldout']['spearman_single_draw_each'])}, seen "
+              f"{_span(m['seen_checkpoints']['spearman_single_draw_each'])}; mean std of a prompt's draws "
               f"{m['heldout']['draw_std_mean']:.0f} (held out), {m['seen_checkpoints']['draw_std_mean']:.0f} (seen)"]
             if (m := result.get("mean_of_samples")) else []),
           f"- autoencoder round trip of 40 training records (20 best, 20 random): mean return "

@@ -362,12 +362,10 @@ class GoGePo(Algorithm):
         n_free = min(int(c.noise_free_policies), max(1, int(n * c.noise_free_share)), n - 1)  # >= 1 perturbed
         commands = np.full(n, command)
         if c.spread_noise_free and self.episodes and n_free > 1:
-            u = torch.rand(n_free - 1, generator=self.gen, dtype=torch.float64).numpy()
-            commands[1:n_free] = self.ret_min + u * (self.ret_max - self.ret_min)
+            commands[1:n_free] = self._over_seen_range(n_free - 1)
         n_spread = self._stochastic_round((n - n_free) * c.spread_perturbed) if self.episodes else 0
         if n_spread:  # the last n_spread perturbed policies explore around G at commands over the seen range
-            u = torch.rand(n_spread, generator=self.gen, dtype=torch.float64).numpy()
-            commands[n - n_spread:] = self.ret_min + u * (self.ret_max - self.ret_min)
+            commands[n - n_spread:] = self._over_seen_range(n_spread)
         noise = torch.randn(n, self.spec.num_params, generator=self.gen)
         noise[:n_free] = 0.0
         spread = c.spread_noise_free and self.episodes and n_free > 1
@@ -395,6 +393,11 @@ class GoGePo(Algorithm):
                 "train_return_max": float(tr.max()) if len(tr) else math.nan,
                 "best_train_return": self.best_train, "command": command, "loss": g_loss,
                 "failures": int(res.failed.sum())}
+
+    def _over_seen_range(self, k: int) -> np.ndarray:
+        """``k`` commands drawn uniformly over the training returns seen."""
+        u = torch.rand(k, generator=self.gen, dtype=torch.float64).numpy()
+        return self.ret_min + u * (self.ret_max - self.ret_min)
 
     def _stochastic_round(self, x: float) -> int:
         """floor(x), plus one with probability frac(x): the right share on average even when an iteration
