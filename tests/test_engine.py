@@ -91,8 +91,11 @@ def test_bad_inputs_are_refused(stub_id):
         env_info("policygen-tests/Image-v0")
     with pytest.raises(PolicygenError, match="Discrete"):
         env_info("CartPole-v1")
-    with pytest.raises(PolicygenError, match="did you mean"):
-        env_info("Hoper-v5")
+    with pytest.raises(PolicygenError, match="did you mean Hopper-v5"):
+        env_info("hoper-v5")
+    with pytest.raises(PolicygenError, match="see gymnasium.registry") as err:
+        env_info("Foo-v0")  # shares only the '-v0' with the registry: no suggestion
+    assert "did you mean" not in str(err.value)
     with pytest.raises(PolicygenError, match="EnvPool"):
         RolloutEngine(stub_id, SPEC, backend="envpool")
 

@@ -146,19 +146,26 @@ def _envpool_ids(env_id: str | None = None) -> list[str] | None:
     return None if registry is None else list(registry.list_all_envs())
 
 
+def _close_ids(env_id: str, ids: list[str]) -> list[str]:
+    """Up to 3 registered ids that look like a typo of env_id, compared without case; at difflib's default
+    cutoff 0.6 (0.5 matched 'Foo-v0' to 'Acrobot-v1' on the version suffix alone)."""
+    by_lower = {i.lower(): i for i in ids}
+    return [by_lower[m] for m in difflib.get_close_matches(env_id.lower(), list(by_lower), n=3, cutoff=0.6)]
+
+
 def check_env_id(env_id: str) -> None:
     if (only := envpool_only(env_id)) is not None:
         ids = _envpool_ids(env_id)
         if ids is None:
             raise PolicygenError(f"{env_id} runs only through EnvPool, which is not installed; install {only[0]}")
         if env_id not in ids:
-            close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
+            close = _close_ids(env_id, ids)
             hint = f"did you mean {', '.join(close)}?" if close else "see envpool.list_all_envs()"
             raise PolicygenError(f"unknown environment id {env_id!r}; {hint}")
         return
     if env_id in gym.registry:
         return
-    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+    close = _close_ids(env_id, list(gym.registry))
     hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.registry for the ids"
     raise PolicygenError(f"unknown environment id {env_id!r}{hint}")
 
