@@ -94,15 +94,47 @@ def test_learned_range_doubles_and_keeps_commands_in_unit_interval():
     algo = small(n_buckets=8)
     algo.buffer = algo._make_buffer(0.0, 10.0)
 
-    class Res:
-        def __init__(self, r):
-            self.train_returns, self.failed = np.array(r, float), np.zeros(len(r), bool)
-            self.lengths = np.full(len(r), 35.0)
-
-    algo._store(torch.zeros(1, algo.spec.num_params), Res([35.0]))
+    algo._store(torch.zeros(1, algo.spec.num_params), np.array([35.0]), np.zeros(1, bool), np.array([35.0]))
     assert algo.scale_range() == (0.0, 40.0)  # 10 -> 20 -> 40
     assert 0.5 < algo.buffer.best_scaled <= 1.0
     assert algo.seen_return_range() == (35.0, 35.0)
+
+
+class _Res:
+    def __init__(self, r):
+        self.train_returns, self.failed = np.array(r, float), np.zeros(len(r), bool)
+        self.lengths = np.full(len(r), 10.0)
+
+
+class _ReplayEngine:
+    """Stands in for the engine: every episode of a policy earns its theta[0]."""
+
+    def __init__(self):
+        self.calls = []
+
+    def evaluate(self, thetas, episodes=1, update_stats=False):
+        self.calls.append((len(thetas), episodes))
+        return _Res([float(t[0]) for t in thetas])
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_confirm_episodes_relabel_record_candidates_with_their_mean(k):
+    algo = small(n_buckets=10, return_range=(0.0, 100.0), confirm_episodes=k)
+    algo.buffer = algo._make_buffer(0.0, 100.0)
+    algo.buffer.add(torch.zeros(1, algo.spec.num_params), [50.0])
+    thetas = torch.zeros(3, algo.spec.num_params)
+    thetas[:, 0] = torch.tensor([20.0, 30.0, 40.0])  # what each policy earns on average
+    first = _Res([20.0, 90.0, 60.0])  # one episode each: policies 1 and 2 beat the best (50) by luck
+    engine = _ReplayEngine()
+    stored = algo._store(thetas, *algo._confirmed(engine, thetas, first), first.lengths)
+    if k == 0:
+        assert engine.calls == [] and stored.tolist() == [20.0, 90.0, 60.0]
+        assert algo.buffer.best_return == 90.0  # c* now rests on one lucky episode
+    else:
+        assert engine.calls == [(2, 3)]  # only the two record candidates, k more episodes each
+        assert stored.tolist() == pytest.approx([20.0, (90 + 3 * 30) / 4, (60 + 3 * 40) / 4])
+        assert algo.buffer.best_return == 50.0  # neither beats the best once averaged
+        assert algo.episodes == 3 + 6
 
 
 def test_population_grows_while_episodes_are_short():
@@ -123,7 +155,8 @@ def test_population_grows_while_episodes_are_short():
                                  dict(buffer="lifo"), dict(bucket_replace="oldest"),
                                  dict(learning_rate=0.0), dict(return_convention="bonus"),
                                  dict(rollout_steps=-1), dict(noise_scaling="layer"),
-                                 dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5)])
+                                 dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5),
+                                 dict(confirm_episodes=-1), dict(confirm_episodes=1.5)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):
         UDRLPGConfig(**bad)

@@ -69,6 +69,12 @@ class UDRLPGConfig:
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
     noise_scaling: str = "uniform"
     """uniform: sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) per layer (flat_mlp.noise_scales)."""
+    confirm_episodes: int = 0
+    """If > 0: a policy whose one training episode beats the best return stored so far is run this many more
+    episodes, and its stored return (its command label, and so c*) is the mean of them all; the extra
+    episodes count as env steps. 0 (official): one episode labels every policy, so c* is the luckiest
+    episode ever seen: on Hopper most top-bucket labels are one-offs (a policy stored at 2033 averages 261)
+    and G(c*), regressed onto that policy, stays bad while nothing beats the fluke."""
     warmup_runs: int = 10
     """Warm-up episodes of G(1.0) before the first update."""
     warmup_noise: bool = False
@@ -110,10 +116,12 @@ class UDRLPGConfig:
             if int(v) != v or v < 1:
                 raise PolicygenError(f"udrlpg {name} must be an integer >= 1, got {v!r}")
         if (self.rollout_steps < 0 or self.update_repeats < 0 or not self.learning_rate > 0
-                or not self.noise_policy >= 0):
+                or not self.noise_policy >= 0 or int(self.confirm_episodes) != self.confirm_episodes
+                or self.confirm_episodes < 0):
             raise PolicygenError(f"udrlpg needs rollout_steps >= 0, update_repeats >= 0, learning_rate > 0, "
-                                 f"noise_policy >= 0; got {self.rollout_steps}, {self.update_repeats}, "
-                                 f"{self.learning_rate}, {self.noise_policy}")
+                                 f"noise_policy >= 0, confirm_episodes an integer >= 0; got {self.rollout_steps}, "
+                                 f"{self.update_repeats}, {self.learning_rate}, {self.noise_policy}, "
+                                 f"{self.confirm_episodes}")
         if not 0.0 <= self.bucket_uniform_mix <= 1.0:
             raise PolicygenError(f"udrlpg bucket_uniform_mix must be in [0, 1], got {self.bucket_uniform_mix!r}")
         choices = {"buffer": (self.buffer, ("buckets", "fifo")),
@@ -209,8 +217,19 @@ class UDRLPG(Algorithm):
         raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
         thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
-        returns = self._store(thetas, res)
+        returns = self._store(thetas, *self._confirmed(engine, thetas, res), res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
+
+    def _confirmed(self, engine: RolloutEngine, thetas: torch.Tensor, res) -> tuple[np.ndarray, np.ndarray]:
+        """Training returns and failure flags, record candidates re-run (``confirm_episodes``) and averaged."""
+        returns, failed, k = res.train_returns.copy(), res.failed.copy(), self.config.confirm_episodes
+        cand = np.flatnonzero(~failed & (returns > self.buffer.best_return)) if k > 0 else []
+        if len(cand):
+            again = engine.evaluate(thetas[torch.as_tensor(cand)], episodes=k, update_stats=True)
+            self.episodes += k * len(cand)
+            returns[cand] = (returns[cand] + k * again.train_returns) / (k + 1)
+            failed[cand] |= again.failed
+        return returns, failed
 
     def _population(self, slots: int) -> int:
         """Policies this iteration: ``rollout_repeats``, more while episodes are short (``rollout_steps``)."""
@@ -229,7 +248,7 @@ class UDRLPG(Algorithm):
             raise PolicygenError("every warm-up episode failed (non-finite returns): no return range")
         r_min, r_max = self.fixed_range or (float(ok.min()), float(ok.min()) + max(float(np.ptp(ok)), 1.0))
         self.buffer = self._make_buffer(r_min, r_max)
-        returns = self._store(thetas, res)
+        returns = self._store(thetas, res.train_returns, res.failed, res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": None, "loss": None}
 
     @torch.no_grad()
@@ -239,11 +258,13 @@ class UDRLPG(Algorithm):
         eps = torch.randn(n, base.shape[1], generator=self.noise)
         return base + sigma * self.noise_scale * eps
 
-    def _store(self, thetas: torch.Tensor, res) -> np.ndarray:
-        ok = ~res.failed
-        returns = res.train_returns[ok]
-        self.episodes += len(res.train_returns)
-        self.last_length = float(np.mean(res.lengths))
+    def _store(self, thetas: torch.Tensor, train_returns: np.ndarray, failed: np.ndarray,
+               lengths: np.ndarray) -> np.ndarray:
+        """Store the policies that did not fail, with their returns; the stored returns (raw)."""
+        ok = ~failed
+        returns = train_returns[ok]
+        self.episodes += len(train_returns)
+        self.last_length = float(np.mean(lengths))
         if len(returns):
             keep = ~self.in_holdout_band(returns)
             self.held_out += int((~keep).sum())
