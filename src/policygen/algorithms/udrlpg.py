@@ -70,11 +70,11 @@ class UDRLPGConfig:
     noise_scaling: str = "uniform"
     """uniform: sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) per layer (flat_mlp.noise_scales)."""
     confirm_episodes: int = 0
-    """If > 0: a policy whose one training episode beats the best return stored so far is run this many more
-    episodes, and its stored return (its command label, and so c*) is the mean of them all; the extra
-    episodes count as env steps. 0 (official): one episode labels every policy, so c* is the luckiest
-    episode ever seen: on Hopper most top-bucket labels are one-offs (a policy stored at 2033 averages 261)
-    and G(c*), regressed onto that policy, stays bad while nothing beats the fluke."""
+    """If > 0: a policy whose one training episode beats the best return stored so far (and every warm-up
+    policy) is run this many more episodes, and its stored return (its command label, and so c*) is the mean
+    of them all; the extra episodes count as env steps. 0 (official): one episode labels every policy, so c*
+    is the luckiest episode ever seen: on Hopper most top-bucket labels are one-offs (a policy stored at 2033
+    averages 261) and G(c*), regressed onto that policy, stays bad while nothing beats the fluke."""
     warmup_runs: int = 10
     """Warm-up episodes of G(1.0) before the first update."""
     warmup_noise: bool = False
@@ -242,7 +242,10 @@ class UDRLPG(Algorithm):
     def _warmup(self, engine: RolloutEngine) -> dict:
         sigma = self.config.noise_policy if self.config.warmup_noise else 0.0
         thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
-        res = engine.evaluate(thetas, episodes=1, update_stats=True)
+        # with confirmation every warm-up policy is a record candidate: a lucky one would pin c* for good
+        episodes = 1 + self.config.confirm_episodes
+        res = engine.evaluate(thetas, episodes=episodes, update_stats=True)
+        self.episodes += len(thetas) * (episodes - 1)
         ok = res.train_returns[~res.failed]
         if len(ok) == 0:
             raise PolicygenError("every warm-up episode failed (non-finite returns): no return range")
