@@ -5,7 +5,7 @@ from torch import nn
 
 from policygen.errors import PolicygenError
 from policygen.policies import MLPSpec, forward, init_thetas, to_module
-from policygen.policies.flat_mlp import NumpyPolicies, act_numpy, noise_scales, unflatten
+from policygen.policies.flat_mlp import NumpyPolicies, act_numpy, noise_scales, rebase_inputs, unflatten
 
 SPECS = [MLPSpec(11, 3, (256, 256)), MLPSpec(4, 1, (), output="clip", bias=False, action_high=(3.0,)),
          MLPSpec(5, 2, (7, 3, 9), activation="relu", action_high=(2.0, 0.5)), MLPSpec(3, 2, (8,), output="none")]
@@ -101,3 +101,21 @@ def test_fan_in_noise_scales_each_layer_by_its_fan_in(spec):
 def test_unknown_noise_scaling_is_refused_with_the_choices():
     with pytest.raises(PolicygenError, match="uniform"):
         noise_scales(SPECS[0], "layer")
+
+
+def test_rebased_policies_act_the_same_under_new_statistics():
+    spec = MLPSpec(5, 2, hidden=(8, 6), action_high=(1.0, 2.0))
+    g = torch.Generator().manual_seed(0)
+    thetas = torch.randn(4, spec.num_params, generator=g, dtype=torch.float64).float()
+    rng = np.random.default_rng(1)
+    old = (rng.normal(size=5), rng.uniform(0.5, 2.0, size=5))
+    new = (rng.normal(size=5), rng.uniform(0.5, 2.0, size=5))
+    raw = torch.as_tensor(rng.normal(size=(4, 5)) * 3)
+    rebased = rebase_inputs(spec, thetas, old, new)
+    before = forward(spec, thetas, ((raw - old[0]) / old[1]).float())
+    after = forward(spec, rebased, ((raw - new[0]) / new[1]).float())
+    assert torch.allclose(before, after, atol=1e-5)
+    assert torch.equal(rebased[:, spec.input_layer_size:], thetas[:, spec.input_layer_size:])
+    heads = rebase_inputs(spec, thetas[:, :spec.input_layer_size], old, new)  # the first layers alone
+    assert torch.equal(heads, rebased[:, :spec.input_layer_size])
+    assert not torch.allclose(before, forward(spec, thetas, ((raw - new[0]) / new[1]).float()), atol=1e-3)

@@ -13,6 +13,7 @@ from policygen.algorithms.trainer import resume_run, start_run
 from policygen.algorithms.udrlpg import UDRLPG, UDRLPGConfig
 from policygen.envs.make import EnvInfo, env_info
 from policygen.errors import PolicygenError
+from policygen.policies.flat_mlp import forward
 from policygen.rollout.engine import RolloutEngine
 from policygen.runs.files import load_state, save_state
 
@@ -192,6 +193,26 @@ def test_state_roundtrip_continues_identically(tmp_path, stub_id, buffer):
     eng2.obs_stats = eng.obs_stats.copy()
     assert _play(algo, eng, 3) == _play(twin, eng2, 3)
     assert torch.equal(algo.eval_policy()[0], twin.eval_policy()[0])
+
+
+def test_rebase_buffer_keeps_stored_policies_acting_as_when_they_earned_their_return(stub_id):
+    algo = UDRLPG(UDRLPGConfig(**{**SMALL, "rollout_repeats": 3, "warmup_runs": 4, "warmup_noise": True,
+                                 "update_repeats": 2, "rebase_buffer": True}), env_info(stub_id), 0)
+    eng = RolloutEngine(stub_id, algo.spec, num_envs=4, backend="gymnasium", seed=0)
+    algo.iterate(eng)  # warm-up
+    stored = {a: t.clone() for a, _, t in (e for b in algo.buffer.buckets.values() for e in b)}
+    norm = (eng.obs_stats.mean.copy(), eng.obs_stats.std.copy())
+    algo.iterate(eng)
+    assert not np.allclose(norm[0], eng.obs_stats.mean)  # the statistics moved
+    obs = np.random.default_rng(0).normal(size=(5, algo.spec.obs_dim)) * 2
+    kept = [e for b in algo.buffer.buckets.values() for e in b if e[0] in stored]
+    assert kept
+    def act(theta, n):
+        return forward(algo.spec, theta.expand(5, -1), torch.as_tensor((obs - n[0]) / n[1]).float())
+
+    for a, _, theta in kept:  # warm-up policies: the same actions on raw observations as before
+        assert torch.allclose(act(theta, (eng.obs_stats.mean, eng.obs_stats.std)), act(stored[a], norm), atol=1e-5)
+        assert not torch.equal(theta, stored[a])
 
 
 def _rows(run) -> list[dict]:

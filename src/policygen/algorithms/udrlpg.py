@@ -15,6 +15,7 @@ width whenever a return exceeds it, so commands stay in [0, 1] (doubling merges 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from policygen.buffers.buckets import REPLACEMENTS, WEIGHTINGS, BucketBuffer, Fi
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
 from policygen.generators.hypernetwork import HyperNetwork
-from policygen.policies.flat_mlp import NOISE_SCALINGS, MLPSpec, noise_scales
+from policygen.policies.flat_mlp import NOISE_SCALINGS, MLPSpec, noise_scales, rebase_inputs
 from policygen.rollout.engine import RolloutEngine
 from policygen.runs.files import load_optimizer_state, optimizer_state
 
@@ -75,6 +76,12 @@ class UDRLPGConfig:
     of them all; the extra episodes count as env steps. 0 (official): one episode labels every policy, so c*
     is the luckiest episode ever seen: on Hopper most top-bucket labels are one-offs (a policy stored at 2033
     averages 261) and G(c*), regressed onto that policy, stays bad while nothing beats the fluke."""
+    rebase_buffer: bool = False
+    """Keep every stored policy the same function of the raw observation while the running observation
+    statistics move (``flat_mlp.rebase_inputs`` rewrites the first layers after each rollout). False
+    (official): a stored theta is read through the newest statistics, so an old policy is a different policy
+    under its old label: on Hopper at 3M steps the 30 oldest stored policies above 300 (labels mean 705) earn
+    58 now, the 30 newest (543) earn 488, and the top buckets, which nothing new reaches, keep stale ones."""
     warmup_runs: int = 10
     """Warm-up episodes of G(1.0) before the first update."""
     warmup_noise: bool = False
@@ -216,16 +223,30 @@ class UDRLPG(Algorithm):
         command = self.buffer.best_scaled
         raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
         thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
+        before = _normalisation(engine)
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
+        thetas = self._rebased(engine, thetas, before)
         returns = self._store(thetas, *self._confirmed(engine, thetas, res), res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
+
+    def _rebased(self, engine: RolloutEngine, thetas: torch.Tensor, before) -> torch.Tensor:
+        """With ``rebase_buffer``: this rollout's ``thetas`` and every stored policy rewritten to act, under the
+        statistics the rollout has just updated, as they did under ``before``; else ``thetas`` unchanged."""
+        if not self.config.rebase_buffer:
+            return thetas
+        now = _normalisation(engine)
+        rebase = functools.partial(rebase_inputs, self.spec, old=before, new=now)
+        if self.buffer is not None:
+            self.buffer.map_heads(self.spec.input_layer_size, rebase)
+        return rebase(thetas)
 
     def _confirmed(self, engine: RolloutEngine, thetas: torch.Tensor, res) -> tuple[np.ndarray, np.ndarray]:
         """Training returns and failure flags, record candidates re-run (``confirm_episodes``) and averaged."""
         returns, failed, k = res.train_returns.copy(), res.failed.copy(), self.config.confirm_episodes
         cand = np.flatnonzero(~failed & (returns > self.buffer.best_return)) if k > 0 else []
         if len(cand):
-            again = engine.evaluate(thetas[torch.as_tensor(cand)], episodes=k, update_stats=True)
+            # statistics left as they are, so a policy re-based to them (rebase_buffer) runs as it did
+            again = engine.evaluate(thetas[torch.as_tensor(cand)], episodes=k, update_stats=False)
             self.episodes += k * len(cand)
             returns[cand] = (returns[cand] + k * again.train_returns) / (k + 1)
             failed[cand] |= again.failed
@@ -244,8 +265,10 @@ class UDRLPG(Algorithm):
         thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
         # with confirmation every warm-up policy is a record candidate: a lucky one would pin c* for good
         episodes = 1 + self.config.confirm_episodes
+        before = _normalisation(engine)
         res = engine.evaluate(thetas, episodes=episodes, update_stats=True)
         self.episodes += len(thetas) * (episodes - 1)
+        thetas = self._rebased(engine, thetas, before)
         ok = res.train_returns[~res.failed]
         if len(ok) == 0:
             raise PolicygenError("every warm-up episode failed (non-finite returns): no return range")
@@ -394,6 +417,11 @@ class UDRLPG(Algorithm):
         if state["buffer"] is not None:
             self.buffer = self._make_buffer(float(state["buffer"]["r_min"]), float(state["buffer"]["r_max"]))
             self.buffer.load_state_dict(state["buffer"])
+
+
+def _normalisation(engine: RolloutEngine) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, std) the engine normalises observations with now."""
+    return engine.obs_stats.mean.copy(), engine.obs_stats.std.copy()
 
 
 __all__ = ["COMMAND_GROUPS", "HAND_SET_RANGES", "UDRLPG", "UDRLPGConfig"]

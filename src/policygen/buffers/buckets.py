@@ -70,6 +70,19 @@ class _ReturnScale:
         """Scaled best return seen (0 before any)."""
         return float(self.scale(self.best_return)) if math.isfinite(self.best_return) else 0.0
 
+    def _entry_lists(self) -> list[list[tuple[int, float, torch.Tensor]]]:
+        """The lists holding the stored entries ``(arrival, raw return, theta)``."""
+        raise NotImplementedError
+
+    def map_heads(self, size: int, fn) -> None:
+        """Rewrite the first ``size`` parameters of every stored theta, in place, with ``fn((N, size)) ->
+        (N, size)`` in one batched call (``flat_mlp.rebase_inputs`` on the first layers)."""
+        thetas = [e[2] for lst in self._entry_lists() for e in lst]
+        if thetas:
+            heads = fn(torch.stack([t[:size] for t in thetas]))
+            for t, h in zip(thetas, heads, strict=True):
+                t[:size] = h
+
     def _scale_state(self) -> dict:
         return {"r_min": self.r_min, "r_max": self.r_max, "best_return": self.best_return,
                 "rng": self.rng.bit_generator.state}
@@ -144,6 +157,9 @@ class BucketBuffer(_ReturnScale):
 
     def stored_returns(self) -> np.ndarray:
         return np.array([e[1] for b in self.buckets.values() for e in b], dtype=np.float64)
+
+    def _entry_lists(self) -> list[list[tuple[int, float, torch.Tensor]]]:
+        return list(self.buckets.values())
 
     def add(self, thetas, returns) -> np.ndarray:
         """Offer policies ``thetas (N, P)`` with raw ``returns (N,)``; returns which were stored (N,)."""
@@ -253,6 +269,9 @@ class FifoBuffer(_ReturnScale):
 
     def stored_returns(self) -> np.ndarray:
         return np.array([e[1] for e in self.entries], dtype=np.float64)
+
+    def _entry_lists(self) -> list[list[tuple[int, float, torch.Tensor]]]:
+        return [self.entries]
 
     def add(self, thetas, returns) -> np.ndarray:
         t, r = _as_batch(thetas, returns)

@@ -61,6 +61,12 @@ class MLPSpec:
         return [(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)]
 
     @property
+    def input_layer_size(self) -> int:
+        """Parameters of the first layer (W1 and b1), the head of the flat vector."""
+        out, inp = self.layer_shapes[0]
+        return out * inp + (out if self.bias else 0)
+
+    @property
     def num_params(self) -> int:
         return sum(o * i + (o if self.bias else 0) for o, i in self.layer_shapes)
 
@@ -126,6 +132,29 @@ def unflatten(spec: MLPSpec, thetas: torch.Tensor) -> list[tuple[torch.Tensor, t
             i += out
         layers.append((w, b))
     return layers
+
+
+def rebase_inputs(spec: MLPSpec, thetas: torch.Tensor, old: tuple[np.ndarray, np.ndarray],
+                  new: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
+    """``thetas (B, P)`` rewritten so that, fed observations normalised with ``new = (mean, std)``, they act
+    exactly as they did with ``old``: ``W1' = W1 * new_std / old_std`` (per input), ``b1' = b1 + W1 @ ((new_mean
+    - old_mean) / old_std)``. Exact because the normalisation is affine and unclipped. A buffer of policies
+    kept this way keeps its returns true while the running statistics move (a stored theta otherwise becomes
+    another policy). Only the first ``spec.input_layer_size`` columns are read and changed, so a (B, that
+    many) block of first layers may be passed instead of whole vectors."""
+    if not spec.bias:
+        raise PolicygenError("re-basing the input normalisation needs a first-layer bias")
+    out_dim, in_dim = spec.layer_shapes[0]
+    if thetas.shape[-1] < spec.input_layer_size:
+        raise PolicygenError(f"expected at least the {spec.input_layer_size} first-layer parameters, got "
+                             f"{thetas.shape[-1]}")
+    m0, s0, m1, s1 = (torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in (*old, *new))
+    w = thetas[..., :out_dim * in_dim].double().reshape(*thetas.shape[:-1], out_dim, in_dim)
+    b = thetas[..., out_dim * in_dim:spec.input_layer_size].double()
+    result = thetas.clone()
+    result[..., :out_dim * in_dim] = (w * (s1 / s0)).reshape(*thetas.shape[:-1], -1).to(thetas.dtype)
+    result[..., out_dim * in_dim:spec.input_layer_size] = (b + w @ ((m1 - m0) / s0)).to(thetas.dtype)
+    return result
 
 
 @functools.lru_cache(maxsize=256)
