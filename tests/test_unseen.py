@@ -83,7 +83,8 @@ def test_holdout_never_stores_band_policies_and_survives_save_load(tmp_path):
     algo = small(n_buckets=20, return_range=(0.0, 100.0), holdout_band=(0.4, 0.6))
     algo.buffer = algo._make_buffer(0.0, 100.0)
     thetas = torch.arange(6, dtype=torch.float32)[:, None].expand(6, algo.spec.num_params).clone()
-    algo._store(thetas, Res([10.0, 40.0, 50.0, 60.0, 61.0, 39.0]))
+    res = Res([10.0, 40.0, 50.0, 60.0, 61.0, 39.0])
+    algo._store(thetas, res.train_returns, res.failed, res.lengths)
     assert sorted(algo.buffer.stored_returns().tolist()) == [10.0, 39.0, 61.0]
     assert algo.held_out == 3 and algo.buffer.best_scaled == pytest.approx(0.61)
     stored_thetas = sorted(e[2][0].item() for b in algo.buffer.buckets.values() for e in b)
@@ -93,7 +94,8 @@ def test_holdout_never_stores_band_policies_and_survives_save_load(tmp_path):
     twin = small(n_buckets=20, return_range=(0.0, 100.0), holdout_band=(0.4, 0.6))
     twin.load_state_dict(load_state(tmp_path / "c.safetensors", kind="checkpoint")["algo"])
     assert twin.held_out == 3 and twin.holdout_range() == (40.0, 60.0)
-    twin._store(thetas[:2], Res([55.0, 70.0]))
+    res = Res([55.0, 70.0])
+    twin._store(thetas[:2], res.train_returns, res.failed, res.lengths)
     assert twin.held_out == 4 and sorted(twin.buffer.stored_returns().tolist()) == [10.0, 39.0, 61.0, 70.0]
 
 
