@@ -74,8 +74,8 @@ class UDRLPGConfig:
     """If > 0: a policy whose one training episode beats the best return stored so far (and every warm-up
     policy) is run this many more episodes, and its stored return (its command label, and so c*) is the mean
     of them all; the extra episodes count as env steps. 0 (official): one episode labels every policy, so c*
-    is the luckiest episode ever seen: on Hopper most top-bucket labels are one-offs (a policy stored at 2033
-    averages 261) and G(c*), regressed onto that policy, stays bad while nothing beats the fluke."""
+    is the luckiest episode ever seen. On Hopper the top labels do not hold (bench/results/stale-buffer.md: the 8
+    best, labelled 1830 on average, earn 763), partly from luck and mostly from stale statistics (rebase_buffer)."""
     rebase_buffer: bool = False
     """Keep every stored policy the same function of the raw observation while the running observation
     statistics move (``flat_mlp.rebase_inputs`` rewrites the first layers after each rollout). False
