@@ -81,7 +81,8 @@ class UDRLPGConfig:
     statistics move (``flat_mlp.rebase_inputs`` rewrites the first layers after each rollout). False
     (official): a stored theta is read through the newest statistics, so an old policy is a different policy
     under its old label: on Hopper at 3M steps the 30 oldest stored policies above 300 (labels mean 705) earn
-    58 now, the 30 newest (543) earn 488, and the top buckets, which nothing new reaches, keep stale ones."""
+    60 now, the 30 newest (543) earn 472 (bench/results/stale-buffer.md), and the top buckets, which few new
+    policies reach, keep stale ones."""
     warmup_runs: int = 10
     """Warm-up episodes of G(1.0) before the first update."""
     warmup_noise: bool = False
