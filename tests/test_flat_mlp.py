@@ -119,3 +119,15 @@ def test_rebased_policies_act_the_same_under_new_statistics():
     heads = rebase_inputs(spec, thetas[:, :spec.input_layer_size], old, new)  # the first layers alone
     assert torch.equal(heads, rebased[:, :spec.input_layer_size])
     assert not torch.allclose(before, forward(spec, thetas, ((raw - new[0]) / new[1]).float()), atol=1e-3)
+
+
+def test_rebase_with_per_row_statistics_equals_one_row_at_a_time():
+    spec = MLPSpec(3, 1, hidden=(4,))
+    thetas = torch.randn(5, spec.num_params, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    rng = np.random.default_rng(3)
+    old = (rng.normal(size=(5, 3)), rng.uniform(0.5, 2.0, size=(5, 3)))  # each row its own statistics
+    new = (rng.normal(size=3), rng.uniform(0.5, 2.0, size=3))
+    batched = rebase_inputs(spec, thetas, old, new)
+    for i in range(5):
+        one = rebase_inputs(spec, thetas[i:i + 1], (old[0][i], old[1][i]), new)
+        assert torch.allclose(batched[i], one[0], atol=1e-12)

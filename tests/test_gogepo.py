@@ -11,6 +11,7 @@ from policygen.algorithms.loading import load_run
 from policygen.algorithms.trainer import build, resume_run, start_run
 from policygen.envs.make import env_info
 from policygen.errors import PolicygenError
+from policygen.policies.flat_mlp import forward
 from policygen.rollout.engine import RolloutEngine, RolloutResult
 from policygen.runs.files import load_state, save_state
 from policygen.runs.rundir import METRIC_COLUMNS
@@ -273,13 +274,30 @@ def test_seen_range_and_bad_commands_are_clear_errors():
         algo.generate([float("nan")])
 
 
-def test_state_dict_roundtrip_gives_same_policies_and_continuation(tmp_path):
-    a = tiny(seed=3)
+def test_rebase_buffer_keeps_buffered_policies_acting_as_when_they_ran():
+    algo = tiny(rebase_buffer=True, buffer_dtype="float32")
+    eng = engine_for(algo)
+    ran_under = (eng.obs_stats.mean.copy(), eng.obs_stats.std.copy())
+    algo.iterate(eng)
+    first = algo.buffer.thetas[:4].clone()  # as they ran, under ran_under
+    algo.iterate(eng)
+    now = (eng.obs_stats.mean, eng.obs_stats.std)
+    assert not np.allclose(ran_under[1], now[1])  # the statistics moved
+    served = algo.buffer.gather(torch.arange(4))["theta"]  # what V, G and the anchor are trained on
+    raw = torch.as_tensor(np.random.default_rng(0).normal(size=(4, algo.spec.obs_dim)) * 2)
+    acts = forward(algo.spec, served, ((raw - now[0]) / now[1]).float())
+    assert torch.allclose(acts, forward(algo.spec, first, ((raw - ran_under[0]) / ran_under[1]).float()), atol=1e-5)
+    assert not torch.allclose(acts, forward(algo.spec, first, ((raw - now[0]) / now[1]).float()), atol=1e-3)
+
+
+@pytest.mark.parametrize("rebase", [False, True])
+def test_state_dict_roundtrip_gives_same_policies_and_continuation(tmp_path, rebase):
+    a = tiny(seed=3, rebase_buffer=rebase)
     ea = engine_for(a, seed=5)
     for _ in range(3):
         a.iterate(ea)
     save_state(tmp_path / "s.safetensors", {"algo": a.state_dict()}, kind="checkpoint")
-    b = tiny(seed=99)  # different init and generator state: everything must come from the file
+    b = tiny(seed=99, rebase_buffer=rebase)  # different init and generator state: everything from the file
     b.load_state_dict(load_state(tmp_path / "s.safetensors", kind="checkpoint")["algo"])
     cmds = [0.0, 25.0, 1000.0]
     assert torch.equal(a.generate(cmds), b.generate(cmds))

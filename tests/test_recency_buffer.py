@@ -4,6 +4,7 @@ import torch
 
 from policygen.buffers.recency import RecencyBuffer, recency_probs
 from policygen.errors import PolicygenError
+from policygen.policies.flat_mlp import MLPSpec, forward
 from policygen.runs.files import load_state, save_state
 
 
@@ -89,3 +90,31 @@ def test_sample_by_return_is_even_over_return_bins():
     assert set(buf.sample_by_return(5, torch.Generator().manual_seed(1))["train_return"].tolist()) <= {0, 50, 100}
     with pytest.raises(PolicygenError, match="empty buffer"):
         RecencyBuffer(2).sample_by_return(1, torch.Generator())
+
+
+def test_rebasing_buffer_hands_out_policies_that_act_as_when_they_ran():
+    spec = MLPSpec(3, 2, hidden=(8,))
+    rng = np.random.default_rng(0)
+    norms = [(rng.normal(size=3), rng.uniform(0.5, 2.0, size=3)) for _ in range(3)]
+    thetas = torch.randn(3, 2, spec.num_params, generator=torch.Generator().manual_seed(0))
+    buf = RecencyBuffer(spec.num_params, capacity=10, dtype=torch.float16, rebase_spec=spec)
+    for i in range(3):  # each batch ran under other running statistics
+        buf.add(thetas[i], [i, i], [i, i], [1, 1], [[0], [0]], obs_norm=norms[i])
+    now = (rng.normal(size=3), rng.uniform(0.5, 2.0, size=3))
+    buf.set_obs_norm(*now)
+    raw = torch.as_tensor(rng.normal(size=(2, 3)) * 3)
+    got = buf.gather(buf.newest_indices())["theta"]  # newest first: batch 2, then 1, then 0
+    for k, theta in enumerate(got):
+        i, j = 2 - k // 2, 1 - k % 2
+        stored = thetas[i, j].half().float()  # what float16 storage keeps
+        ran = forward(spec, stored.expand(2, -1), ((raw - norms[i][0]) / norms[i][1]).float())
+        acts = forward(spec, theta.expand(2, -1), ((raw - now[0]) / now[1]).float())
+        assert torch.allclose(acts, ran, atol=1e-5)
+        assert not torch.allclose(theta, stored)
+    other = RecencyBuffer(spec.num_params, capacity=10, dtype=torch.float16, rebase_spec=spec)
+    other.load_state_dict(buf.state_dict())  # checkpoints keep each entry's statistics
+    assert torch.equal(other.gather(other.newest_indices())["theta"], got)
+    with pytest.raises(PolicygenError, match="obs_norm"):
+        buf.add(thetas[0], [0, 0], [0, 0], [1, 1], [[0], [0]])
+    with pytest.raises(PolicygenError, match="without rebase_buffer"):
+        other.load_state_dict(RecencyBuffer(spec.num_params).state_dict())

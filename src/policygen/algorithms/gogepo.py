@@ -148,6 +148,12 @@ class GoGePoConfig:
     """Capacity of the FIFO replay buffer, in policies."""
     buffer_dtype: str = "float32"
     """Storage type of buffered thetas: float32 or float16 (half the memory and checkpoint size)."""
+    rebase_buffer: bool = False
+    """Keep buffered policies acting as when they earned their returns while the running observation
+    statistics move: each entry remembers the (mean, std) it ran under and is re-based to the current ones
+    when drawn (``RecencyBuffer``, ``flat_mlp.rebase_inputs``, exact). False (the paper): a stored theta
+    read under newer statistics is another policy, and its return label goes stale (Hopper seed 0 at 3M:
+    the oldest, labelled 637 on average, earned 341; bench/results/stale-buffer.md)."""
     recency_alpha: float = 1.1
     """The k-th newest buffered policy is sampled with weight (1/k)^alpha."""
     n_probe: int = 200
@@ -236,7 +242,8 @@ class GoGePo(Algorithm):
         self.opt_g = adam(self.generator.parameters(), c.generator_lr)
         self.opt_v = adam(self.evaluator.parameters(), c.evaluator_lr)
         self.buffer = RecencyBuffer(self.spec.num_params, c.buffer_size, c.recency_alpha,
-                                    dtype=BUFFER_DTYPES[c.buffer_dtype])
+                                    dtype=BUFFER_DTYPES[c.buffer_dtype],
+                                    rebase_spec=self.spec if c.rebase_buffer else None)
         self.gen = torch.Generator().manual_seed(int(seed))
         self.best_train = -math.inf
         self.ret_min, self.ret_max = math.inf, -math.inf  # training returns seen (any scaling)
@@ -374,12 +381,15 @@ class GoGePo(Algorithm):
         if n_spread:
             thetas[n - n_spread:] = self.generate(commands[n - n_spread:])
         thetas = thetas + c.sigma * self.noise_scale * noise
+        ran_under = (engine.obs_stats.mean.copy(), engine.obs_stats.std.copy()) if c.rebase_buffer else None
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
         t1 = time.perf_counter()
+        if c.rebase_buffer:
+            self.buffer.set_obs_norm(engine.obs_stats.mean, engine.obs_stats.std)
         ok = ~res.failed
         if ok.any():
             self._record(thetas[torch.as_tensor(ok)], res.train_returns[ok], res.returns[ok],
-                         res.lengths[ok], commands[ok])
+                         res.lengths[ok], commands[ok], ran_under)
             self._rescale_targets()
         v_loss = self._update_evaluator() if len(self.buffer) else math.nan
         t2 = time.perf_counter()
@@ -415,8 +425,9 @@ class GoGePo(Algorithm):
         return int(min(max(n, c.min_policies), c.policies_per_iteration))
 
     def _record(self, thetas: torch.Tensor, train_returns: np.ndarray, returns: np.ndarray,
-                lengths: np.ndarray, commands) -> None:
-        self.buffer.add(thetas, train_returns, returns, lengths, np.broadcast_to(commands, (len(thetas),)))
+                lengths: np.ndarray, commands, obs_norm=None) -> None:
+        self.buffer.add(thetas, train_returns, returns, lengths, np.broadcast_to(commands, (len(thetas),)),
+                        obs_norm)
         self.episodes += len(thetas)
         self.last_length = float(np.mean(lengths))
         self.best_train = max(self.best_train, float(train_returns.max()))

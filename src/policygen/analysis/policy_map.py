@@ -29,8 +29,8 @@ def buffer_policies(loaded: LoadedRun, max_points: int, seed: int) -> tuple[torc
         raise PolicygenError(f"{loaded.run.config['algorithm']} keeps no buffer of policies to map "
                              f"(policygen map takes gogepo and udrlpg runs)")
     if hasattr(buf, "newest_indices"):  # GoGePo's recency buffer
-        idx = buf.newest_indices()
-        thetas, returns = buf.thetas[idx].float(), buf.values["train_return"][idx].numpy()
+        newest = buf.gather(buf.newest_indices())  # gather: re-based to the run's statistics if it re-bases
+        thetas, returns = newest["theta"], newest["train_return"].numpy()
     else:  # UDRLPG's buckets or FIFO: entries (arrival, raw return, theta)
         entries = list(getattr(buf, "entries", None) or [e for b in buf.buckets.values() for e in b])
         entries.sort(key=lambda e: e[0])

@@ -6,6 +6,12 @@ replacement and uses only the generator passed in, so it is reproducible and res
 
 Storage grows in blocks up to the capacity (a full 10k buffer of 70k-parameter policies is 2.8 GB in
 float32); ``dtype=torch.float16`` halves that at a relative rounding error of ~5e-4 per weight.
+
+With ``rebase_spec`` each entry also keeps the observation normalisation (mean, std) its theta acts under,
+and ``gather`` rewrites the first layers to the normalisation set by ``set_obs_norm`` (exact,
+``flat_mlp.rebase_inputs``): a stored theta then behaves as the policy that earned its return did, while the
+running statistics move. Done at gather, not in place, because float16 storage would round away the small
+change each iteration makes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 import torch
 
 from policygen.errors import PolicygenError
+from policygen.policies.flat_mlp import MLPSpec, rebase_inputs
 
 FIELDS = ("train_return", "return", "length")
 
@@ -29,7 +36,7 @@ class RecencyBuffer:
     episode ``length`` and the ``command (command_dim,)`` that produced each policy."""
 
     def __init__(self, param_dim: int, capacity: int = 10_000, alpha: float = 1.1, command_dim: int = 1,
-                 dtype: torch.dtype = torch.float32, block: int = 256):
+                 dtype: torch.dtype = torch.float32, block: int = 256, rebase_spec: MLPSpec | None = None):
         if int(capacity) < 1:
             raise PolicygenError(f"buffer capacity must be a positive integer, got {capacity!r}")
         if not float(alpha) >= 0:
@@ -41,6 +48,10 @@ class RecencyBuffer:
         self.thetas = torch.zeros(0, self.param_dim, dtype=dtype)
         self.commands = torch.zeros(0, self.command_dim)
         self.values = {k: torch.zeros(0, dtype=torch.float64) for k in FIELDS}
+        self.rebase_spec = rebase_spec
+        in_dim = rebase_spec.obs_dim if rebase_spec is not None else 0
+        self.obs_norms = torch.zeros(0, 2, in_dim, dtype=torch.float64)  # per entry: (mean, std) it acts under
+        self.obs_norm_now: torch.Tensor | None = None  # (2, in_dim) that gather re-bases to
         self.size = 0
         self.head = 0  # index the next entry is written to
 
@@ -55,11 +66,16 @@ class RecencyBuffer:
         self.thetas = torch.cat([self.thetas, self.thetas.new_zeros(new - n, self.param_dim)])
         self.commands = torch.cat([self.commands, self.commands.new_zeros(new - n, self.command_dim)])
         self.values = {k: torch.cat([v, v.new_zeros(new - n)]) for k, v in self.values.items()}
+        self.obs_norms = torch.cat([self.obs_norms, self.obs_norms.new_ones(new - n, *self.obs_norms.shape[1:])])
 
-    def add(self, thetas: torch.Tensor, train_returns, returns, lengths, commands) -> None:
-        """Append B entries (row B-1 becomes the newest); the oldest are dropped beyond capacity."""
+    def add(self, thetas: torch.Tensor, train_returns, returns, lengths, commands, obs_norm=None) -> None:
+        """Append B entries (row B-1 becomes the newest); the oldest are dropped beyond capacity.
+        ``obs_norm = (mean, std)``: the normalisation the thetas ran under (required with ``rebase_spec``)."""
         thetas = torch.as_tensor(thetas).detach().reshape(-1, self.param_dim)
         b = thetas.shape[0]
+        if (obs_norm is None) != (self.rebase_spec is None):
+            raise PolicygenError("a re-basing buffer needs the thetas' obs_norm=(mean, std), and only it takes one")
+        norm = self._norm_tensor(obs_norm) if obs_norm is not None else self.obs_norms.new_zeros(2, 0)
         cmd = torch.as_tensor(np.asarray(commands, dtype=np.float32)).reshape(b, self.command_dim)
         vals = {k: torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(b)
                 for k, v in zip(FIELDS, (train_returns, returns, lengths), strict=True)}
@@ -73,6 +89,7 @@ class RecencyBuffer:
         self.commands[idx] = cmd
         for k, v in vals.items():
             self.values[k][idx] = v
+        self.obs_norms[idx] = norm
         self.head = (self.head + b) % self.capacity
         self.size = min(self.capacity, self.size + b)
 
@@ -115,16 +132,34 @@ class RecencyBuffer:
         within = (torch.rand(int(n), generator=generator, dtype=torch.float64) * counts[pick]).long()
         return self.gather(order[starts[pick] + within])
 
+    def set_obs_norm(self, mean, std) -> None:
+        """The normalisation ``gather`` expresses thetas in from now on (the engine's current statistics)."""
+        self.obs_norm_now = self._norm_tensor((mean, std))
+
+    def _norm_tensor(self, norm) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(norm, dtype=np.float64))
+        if t.shape != (2, self.obs_norms.shape[-1]):
+            raise PolicygenError(f"obs_norm must be (mean, std) of {self.obs_norms.shape[-1]} observation "
+                                 f"dimensions, got shape {tuple(t.shape)}")
+        return t
+
     def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {k: v[idx] for k, v in self.values.items()}
-        return {"theta": self.thetas[idx].float(), "command": self.commands[idx], "index": idx, **out}
+        thetas = self.thetas[idx].float()
+        if self.rebase_spec is not None and self.obs_norm_now is not None:
+            norms = self.obs_norms[idx]
+            thetas = rebase_inputs(self.rebase_spec, thetas, (norms[:, 0], norms[:, 1]),
+                                   (self.obs_norm_now[0], self.obs_norm_now[1]))
+        return {"theta": thetas, "command": self.commands[idx], "index": idx, **out}
 
     def state_dict(self) -> dict:
         n = self.size
         return {"param_dim": self.param_dim, "capacity": self.capacity, "alpha": self.alpha,
                 "command_dim": self.command_dim, "size": n, "head": self.head,
                 "thetas": self.thetas[:n].clone(), "commands": self.commands[:n].clone(),
-                "values": {k: v[:n].clone() for k, v in self.values.items()}}
+                "values": {k: v[:n].clone() for k, v in self.values.items()},
+                **({"obs_norms": self.obs_norms[:n].clone()} if self.rebase_spec is not None else {}),
+                **({"obs_norm_now": self.obs_norm_now.clone()} if self.obs_norm_now is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["param_dim"]) != self.param_dim or int(state["command_dim"]) != self.command_dim:
@@ -137,3 +172,12 @@ class RecencyBuffer:
         self.thetas = torch.as_tensor(state["thetas"]).to(self.dtype).reshape(n, self.param_dim).clone()
         self.commands = torch.as_tensor(state["commands"]).float().reshape(n, self.command_dim).clone()
         self.values = {k: torch.as_tensor(state["values"][k]).double().reshape(n).clone() for k in FIELDS}
+        if self.rebase_spec is not None:
+            if "obs_norms" not in state:
+                raise PolicygenError("this buffer state has no per-policy observation statistics; it was saved "
+                                     "without rebase_buffer, so it cannot be loaded into a re-basing buffer")
+            self.obs_norms = torch.as_tensor(state["obs_norms"]).double().reshape(n, *self.obs_norms.shape[1:]).clone()
+            now = state.get("obs_norm_now")
+            self.obs_norm_now = None if now is None else torch.as_tensor(now).double().clone()
+        else:
+            self.obs_norms = self.obs_norms.new_zeros(n, *self.obs_norms.shape[1:])

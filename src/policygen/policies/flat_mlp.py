@@ -141,7 +141,8 @@ def rebase_inputs(spec: MLPSpec, thetas: torch.Tensor, old: tuple[np.ndarray, np
     - old_mean) / old_std)``. Exact because the normalisation is affine and unclipped. A buffer of policies
     kept this way keeps its returns true while the running statistics move (a stored theta otherwise becomes
     another policy). Only the first ``spec.input_layer_size`` columns are read and changed, so a (B, that
-    many) block of first layers may be passed instead of whole vectors."""
+    many) block of first layers may be passed instead of whole vectors. ``old`` and ``new`` are (in_dim,)
+    arrays, or (B, in_dim) ones giving each row its own statistics."""
     if not spec.bias:
         raise PolicygenError("re-basing the input normalisation needs a first-layer bias")
     out_dim, in_dim = spec.layer_shapes[0]
@@ -152,8 +153,10 @@ def rebase_inputs(spec: MLPSpec, thetas: torch.Tensor, old: tuple[np.ndarray, np
     w = thetas[..., :out_dim * in_dim].double().reshape(*thetas.shape[:-1], out_dim, in_dim)
     b = thetas[..., out_dim * in_dim:spec.input_layer_size].double()
     result = thetas.clone()
-    result[..., :out_dim * in_dim] = (w * (s1 / s0)).reshape(*thetas.shape[:-1], -1).to(thetas.dtype)
-    result[..., out_dim * in_dim:spec.input_layer_size] = (b + w @ ((m1 - m0) / s0)).to(thetas.dtype)
+    scale = (s1 / s0).unsqueeze(-2)  # (..., 1, in): one factor per input column
+    shift = (w @ ((m1 - m0) / s0).unsqueeze(-1)).squeeze(-1)  # (..., out)
+    result[..., :out_dim * in_dim] = (w * scale).reshape(*thetas.shape[:-1], -1).to(thetas.dtype)
+    result[..., out_dim * in_dim:spec.input_layer_size] = (b + shift).to(thetas.dtype)
     return result
 
 
