@@ -157,7 +157,8 @@ def test_population_grows_while_episodes_are_short():
                                  dict(learning_rate=0.0), dict(return_convention="bonus"),
                                  dict(rollout_steps=-1), dict(noise_scaling="layer"),
                                  dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5),
-                                 dict(confirm_episodes=-1), dict(confirm_episodes=1.5)])
+                                 dict(confirm_episodes=-1), dict(confirm_episodes=1.5),
+                                 dict(generator="gan"), dict(cvae_latent=0), dict(cvae_kl_weight=-1.0)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):
         UDRLPGConfig(**bad)
@@ -176,10 +177,11 @@ def _play(algo: UDRLPG, engine: RolloutEngine, n: int) -> list[dict]:
     return [algo.iterate(engine) for _ in range(n)]
 
 
-@pytest.mark.parametrize("buffer", ["buckets", "fifo"])
-def test_state_roundtrip_continues_identically(tmp_path, stub_id, buffer):
+@pytest.mark.parametrize("buffer,generator", [("buckets", "deterministic"), ("fifo", "deterministic"),
+                                              ("buckets", "cvae")])
+def test_state_roundtrip_continues_identically(tmp_path, stub_id, buffer, generator):
     kw = dict(rollout_repeats=3, warmup_runs=4, warmup_noise=True, learning_rate=1e-3, buffer=buffer,
-              update_repeats=2)
+              update_repeats=2, generator=generator, cvae_latent=4)
     info = env_info(stub_id)
     algo = UDRLPG(UDRLPGConfig(**{**SMALL, **kw}), info, 3)
     eng = RolloutEngine(stub_id, algo.spec, num_envs=4, backend="gymnasium", seed=0)
@@ -278,3 +280,15 @@ def test_learns_inverted_pendulum_and_follows_commands(tmp_path):
     assert achieved[-2:].mean() - achieved[:2].mean() >= 0.4 * (hi - lo), (commands, achieved)
     worst_drop = max(achieved[i] - achieved[j] for i in range(len(achieved)) for j in range(i + 1, len(achieved)))
     assert worst_drop <= 0.05 * (hi - lo), (commands, achieved)
+
+
+def test_cvae_rollouts_draw_a_latent_per_policy_and_evaluation_uses_zero(stub_id):
+    algo = UDRLPG(UDRLPGConfig(**{**SMALL, "generator": "cvae", "cvae_latent": 3, "noise_policy": 0.0,
+                                 "warmup_runs": 4}), env_info(stub_id), 0)
+    thetas = algo._noisy(0.5, 4, 0.0)
+    assert not torch.allclose(thetas[0], thetas[1])  # no parameter noise: the latents make them differ
+    algo.buffer = algo._make_buffer(0.0, 1.0)
+    algo.buffer.add(thetas, [0.1, 0.2, 0.3, 0.4])
+    assert algo.fit(2) is not None
+    assert torch.equal(algo.generate([0.5]), algo.generate([0.5]))  # z = 0: deterministic
+    assert torch.equal(algo.generate([0.5])[0], algo.gen(torch.tensor([[0.5]]), torch.zeros(1, 3))[0])

@@ -28,6 +28,7 @@ from policygen.algorithms.base import Algorithm, adam
 from policygen.buffers.buckets import REPLACEMENTS, WEIGHTINGS, BucketBuffer, FifoBuffer
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
+from policygen.generators.cvae import ConditionalVAEGenerator
 from policygen.generators.hypernetwork import HyperNetwork
 from policygen.policies.flat_mlp import NOISE_SCALINGS, MLPSpec, noise_scales, rebase_inputs
 from policygen.rollout.engine import RolloutEngine
@@ -36,6 +37,7 @@ from policygen.runs.files import load_optimizer_state, optimizer_state
 HAND_SET_RANGES = {"Swimmer": (-100.0, 365.0), "Hopper": (-100.0, 3000.0),
                    "InvertedPendulum": (0.0, 1000.0), "MountainCarContinuous": (-100.0, 100.0)}
 """Raw-return ranges set by hand in the official code (METHODS.md); Hopper's excludes the survival bonus."""
+GENERATORS = ("deterministic", "cvae")
 COMMAND_GROUPS = ("seen bucket", "never-filled bucket", "above range", "below range", "held-out band")
 """Labels of ``UDRLPG.command_groups``: where a command falls relative to the final buffer."""
 
@@ -83,6 +85,17 @@ class UDRLPGConfig:
     under its old label: on Hopper at 3M steps the 30 oldest stored policies above 300 (labels mean 705) earn
     60 now, the 30 newest (543) earn 472 (bench/results/stale-buffer.md), and the top buckets, which few new
     policies reach, keep stale ones."""
+    generator: str = "deterministic"
+    """``deterministic`` (the paper's G(c), regressed with MSE) or ``cvae``, the optional conditional-VAE
+    variant for multimodal return regions (``generators/cvae.py``): G(c, z), trained with a KL term; its
+    training rollouts each draw z from the prior, while evaluation, sweeps and ``generate`` use z = 0."""
+    cvae_latent: int = 512
+    """Size of the CVAE's latent z (the official variant's 512)."""
+    cvae_kl_weight: float = 1e-5
+    """Weight of KL(q(z | theta, c) || N(0, I)) (nats per policy) beside the reconstruction MSE (mean per
+    parameter, ~2e-3 on InvertedPendulum with sigma 0.05): small, or the latent is not worth its KL."""
+    cvae_probes: int = 64
+    """Fixed N(0, I) probing states whose actions the CVAE's encoder reads."""
     warmup_runs: int = 10
     """Warm-up episodes of G(1.0) before the first update."""
     warmup_noise: bool = False
@@ -119,7 +132,7 @@ class UDRLPGConfig:
         positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
                     "rollout_repeats": self.rollout_repeats, "warmup_runs": self.warmup_runs,
                     "n_buckets": self.n_buckets, "bucket_max_size": self.bucket_max_size,
-                    "fifo_size": self.fifo_size}
+                    "fifo_size": self.fifo_size, "cvae_latent": self.cvae_latent, "cvae_probes": self.cvae_probes}
         for name, v in positive.items():
             if int(v) != v or v < 1:
                 raise PolicygenError(f"udrlpg {name} must be an integer >= 1, got {v!r}")
@@ -130,9 +143,11 @@ class UDRLPGConfig:
                                  f"noise_policy >= 0, confirm_episodes an integer >= 0; got {self.rollout_steps}, "
                                  f"{self.update_repeats}, {self.learning_rate}, {self.noise_policy}, "
                                  f"{self.confirm_episodes}")
+        if not self.cvae_kl_weight >= 0:
+            raise PolicygenError(f"udrlpg cvae_kl_weight must be >= 0, got {self.cvae_kl_weight!r}")
         if not 0.0 <= self.bucket_uniform_mix <= 1.0:
             raise PolicygenError(f"udrlpg bucket_uniform_mix must be in [0, 1], got {self.bucket_uniform_mix!r}")
-        choices = {"buffer": (self.buffer, ("buckets", "fifo")),
+        choices = {"buffer": (self.buffer, ("buckets", "fifo")), "generator": (self.generator, GENERATORS),
                    "bucket_replace": (self.bucket_replace, REPLACEMENTS),
                    "bucket_weighting": (self.bucket_weighting, WEIGHTINGS),
                    "return_convention": (self.return_convention, RETURN_CONVENTIONS),
@@ -185,8 +200,13 @@ class UDRLPG(Algorithm):
         self.return_convention = config.return_convention
         with torch.random.fork_rng(devices=[]):  # seed the generator's init without touching global state
             torch.manual_seed(self.seed)
-            self.gen = HyperNetwork(self.spec, command_dim=1, chunk=config.chunk, embed_dim=config.embed_dim,
-                                    hidden=config.generator_hidden, output_scaling=config.output_scaling)
+            if config.generator == "cvae":
+                self.gen = ConditionalVAEGenerator(self.spec, config.cvae_latent, config.chunk, config.embed_dim,
+                                                   config.generator_hidden, config.output_scaling,
+                                                   n_probe=config.cvae_probes)
+            else:
+                self.gen = HyperNetwork(self.spec, command_dim=1, chunk=config.chunk, embed_dim=config.embed_dim,
+                                        hidden=config.generator_hidden, output_scaling=config.output_scaling)
         self.opt = adam(self.gen.parameters(), config.learning_rate)
         self.noise = torch.Generator().manual_seed(self.seed + 1)
         self.fixed_range = self._fixed_range()
@@ -280,8 +300,13 @@ class UDRLPG(Algorithm):
 
     @torch.no_grad()
     def _noisy(self, command: float, n: int, sigma: float) -> torch.Tensor:
-        """``n`` policies ``G(command) + sigma * eps`` (n, P); command scaled."""
-        base = self.gen(torch.tensor([[command]], dtype=torch.float32))
+        """``n`` policies ``G(command) + sigma * eps`` (n, P); command scaled. The CVAE's are ``G(command, z_i)``
+        with ``z_i`` from the prior, one per policy."""
+        c = torch.tensor([[command]], dtype=torch.float32)
+        if isinstance(self.gen, ConditionalVAEGenerator):
+            base = self.gen(c.expand(n, 1), self.gen.sample_latents(n, self.noise))
+        else:
+            base = self.gen(c)
         eps = torch.randn(n, base.shape[1], generator=self.noise)
         return base + sigma * self.noise_scale * eps
 
@@ -310,7 +335,10 @@ class UDRLPG(Algorithm):
         losses = []
         for _ in range(steps):
             commands, thetas = self.buffer.sample(self.config.batch_size)
-            loss = F.mse_loss(self.gen(commands.unsqueeze(1)), thetas)
+            if isinstance(self.gen, ConditionalVAEGenerator):
+                loss = self.gen.loss(commands.unsqueeze(1), thetas, self.config.cvae_kl_weight, self.noise)[0]
+            else:
+                loss = F.mse_loss(self.gen(commands.unsqueeze(1)), thetas)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
