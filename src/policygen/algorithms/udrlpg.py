@@ -89,9 +89,10 @@ class UDRLPGConfig:
     """``deterministic`` (the paper's G(c), regressed with MSE) or ``cvae``, the optional conditional-VAE
     variant for multimodal return regions (``generators/cvae.py``): G(c, z), trained with a KL term; its
     training rollouts each draw z from the prior, while evaluation, sweeps and ``generate`` use z = 0."""
-    cvae_latent: int = 512
-    """Size of the CVAE's latent z (the official variant's 512)."""
-    cvae_kl_weight: float = 1e-5
+    cvae_latent: int = 8
+    """Size of the CVAE's latent z. The official variant's 512 made G ignore the command on InvertedPendulum
+    (every command gave the 1000 policy; 8 kept it: docs/udrlpg.md)."""
+    cvae_kl_weight: float = 1e-4
     """Weight of KL(q(z | theta, c) || N(0, I)) (nats per policy) beside the reconstruction MSE (mean per
     parameter, ~2e-3 on InvertedPendulum with sigma 0.05): small, or the latent is not worth its KL."""
     cvae_probes: int = 64
