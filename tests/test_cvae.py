@@ -5,13 +5,7 @@ from policygen.errors import PolicygenError
 from policygen.generators.cvae import ConditionalVAEGenerator
 from policygen.policies.flat_mlp import MLPSpec
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _fit(gen, commands, thetas, kl_weight, steps=600, seed=0):

@@ -23,13 +23,7 @@ SMALL = dict(policy_hidden=(8, 8), chunk=4, embed_dim=4, generator_hidden=(32, 3
              hand_set_range=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin-wait (measured 2-10x slower updates)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def small(seed: int = 0, **kw) -> UDRLPG:
