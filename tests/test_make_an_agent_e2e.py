@@ -134,3 +134,18 @@ def test_a_killed_collect_keeps_its_shards_and_continues(pipeline, tmp_path, mon
     whole, _ = PolicyDataset.open(pipeline / "data").load()
     np.testing.assert_array_equal(rerun["returns"], whole["returns"])  # the same records as one whole run
     np.testing.assert_array_equal(rerun["theta"], whole["theta"])
+
+
+@pytest.mark.slow
+def test_a_moved_run_and_a_copied_data_set_are_not_collected_twice(pipeline, capsys, tmp_path):
+    import shutil
+
+    shutil.copytree(pipeline / "ars", tmp_path / "moved")
+    shutil.copytree(pipeline / "data", tmp_path / "data")
+    code, out, _ = cli(capsys, "collect", tmp_path / "moved", "--out", tmp_path / "data", "--copies", 5, "--backend",
+                       "gymnasium")
+    assert code == 0 and json.loads(out)["records_written"] == 0, out
+    again, info = PolicyDataset.open(tmp_path / "data").load()
+    whole, _ = PolicyDataset.open(pipeline / "data").load()
+    np.testing.assert_array_equal(again["theta"], whole["theta"])
+    assert {r["checkpoint"].split("#")[0] for r in info} == {str((pipeline / "ars").resolve())}

@@ -9,6 +9,7 @@ checkpoints plus the noise give records of varied quality on purpose.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,20 @@ from policygen.rollout.engine import RolloutEngine
 
 @dataclass
 class Source:
-    """One checkpoint to collect from: its key in the data set and how to load its policy."""
+    """One checkpoint to collect from: where it is (for messages) and how to load its policy."""
 
-    key: str
+    where: str
     run_dir: str
     snapshot: str | None
+
+
+def source_key(*arrays: np.ndarray) -> str:
+    """A checkpoint's key in a data set: a hash of its policy (parameters, observation statistics), not of its
+    path, so a run or data set that was moved or copied is recognised and a rerun never adds it twice."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return "policy:" + h.hexdigest()[:24]
 
 
 def checkpoints(run_dirs: list[str]) -> list[Source]:
@@ -62,13 +72,15 @@ def collect(run_dirs: list[str], out: str, copies: int = 15, noise: float = 1.0,
         env_id = loaded.run_config.env_id
         ds = ds or PolicyDataset.create_or_open(out, spec, layout, outcome=outcome_rule(env_id))
         ds.check_spec(spec, f"{src.run_dir} ({loaded.run.config['algorithm']})")
-        if src.key in (done := ds.sources()):
+        key = source_key(theta, policy.obs_mean, policy.obs_std)
+        if key in (done := ds.sources()):
             skipped += 1
             continue
-        rng = np.random.default_rng([seed, zlib.crc32(src.key.encode())])
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
         thetas = noisy_copies(theta[0], copies, noise, rng)
         written += _roll_and_append(ds, env_id, spec, thetas, (policy.obs_mean, policy.obs_std), layout, rng,
-                                    backend, src.key, {"source": src.key, "env_steps": loaded.env_steps}, log,
+                                    backend, src.where, {"source": key, "checkpoint": src.where,
+                                                         "env_steps": loaded.env_steps}, log,
                                     f" ({len(done) + 1} of {len(sources)} checkpoints)")
     return {"out": out, "checkpoints": len(sources), "skipped": skipped, "records_written": written}
 
@@ -164,7 +176,7 @@ def collect_sb3(zips: list[str], env_id: str, out: str, copies: int = 15, noise:
     for z in zips:
         spec, theta = sb3_sac_actor(z, env_id)
         ds = PolicyDataset.create_or_open(out, spec, layout, outcome=outcome_rule(env_id))
-        key = f"sb3:{Path(z).resolve()}"
+        key = source_key(theta.numpy())
         if key in ds.sources():
             skipped += 1
             continue
@@ -172,7 +184,7 @@ def collect_sb3(zips: list[str], env_id: str, out: str, copies: int = 15, noise:
         thetas = noisy_copies(theta.numpy(), copies, noise, rng)
         zeros, ones = np.zeros(spec.obs_dim), np.ones(spec.obs_dim)
         written += _roll_and_append(ds, env_id, spec, thetas, (zeros, ones), layout, rng, backend, str(z),
-                                    {"source": key}, log)
+                                    {"source": key, "checkpoint": str(Path(z).resolve())}, log)
     return {"out": out, "checkpoints": len(zips), "skipped": skipped, "records_written": written}
 
 
