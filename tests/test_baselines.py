@@ -64,6 +64,7 @@ def test_baseline_writes_a_valid_run_directory(algo, tmp_path, capsys):
     (["train", "sac", "--env", "policygen-tests/Stub-v0", "--backend", "envpool"], "steps one Gymnasium"),
     (["train", "td3", "--env", "policygen-tests/Stub-v0", "--set", "nope=1"], "has no setting 'nope'"),
     (["train", "udrl", "--env", "policygen-tests/Stub-v0", "--tensorboard"], "not supported"),
+    (["train", "udrl", "--env", "policygen-tests/Stub-v0", "--snapshots", "2"], "--snapshots is not supported"),
     (["train", "udrl", "--env", "policygen-tests/Stub-v0", "--set", "head=beta"], "head must be gaussian"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, says, tmp_path, capsys):
@@ -111,6 +112,20 @@ def test_tampered_sb3_checkpoint_is_not_unpickled(tmp_path, monkeypatch, capsys)
     assert main(["train", "--resume", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "SHA-256 differs" in err and "refusing to unpickle" in err
+
+
+@needs_sb3
+def test_sac_snapshots_feed_a_make_an_agent_data_set(tmp_path, capsys):
+    out = tmp_path / "sac"
+    assert _train("sac", out, extra=["--snapshots", "2"]) == 0
+    snaps = sorted(p.name for p in (out / "checkpoints" / "sb3-snapshots").iterdir())
+    assert snaps == ["model-0000000100.zip", "model-0000000200.zip"]  # kept past the checkpoints' pruning
+    capsys.readouterr()
+    argv = ["collect", str(out), "--sb3-sac", "--out", str(tmp_path / "ds"), "--copies", "1", "--backend", "gymnasium"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["records_written"] == 6  # 2 snapshots + the latest, 2 records each
+    assert main([*argv, "--env", "InvertedPendulum-v5"]) == 2
+    assert "trained on policygen-tests/Stub-v0, not --env InvertedPendulum-v5" in capsys.readouterr().err
 
 
 @needs_sb3

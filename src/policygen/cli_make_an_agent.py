@@ -64,8 +64,6 @@ def cmd_collect(a: argparse.Namespace) -> int:
     if a.sb3_sac:
         from policygen.algorithms.make_an_agent.collect import collect_sb3
 
-        if not a.env:
-            raise PolicygenError("--sb3-sac needs --env ENV_ID (the task the SAC checkpoints were trained on)")
         result = collect_sb3(a.run_dirs, a.env, a.out, a.copies, a.noise, a.seed, layout, a.backend, log=_log)
     else:
         result = collect(a.run_dirs, a.out, a.copies, a.noise, a.seed, layout, a.backend, log=_log)
@@ -128,12 +126,13 @@ def add_parsers(sub, count, nonneg, seed, finite) -> None:
     c = sub.add_parser("collect", help="make-an-agent: a policy data set from the checkpoints of training runs")
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="training runs (ars, gogepo, udrlpg); every snapshot (train --snapshots N) and the latest "
-                        "checkpoint is a source (with --sb3-sac: SAC .zip files)")
+                        "checkpoint is a source (with --sb3-sac: SAC runs, train sac --snapshots N, or .zip files)")
     c.add_argument("--out", required=True, help="data set folder (created; a rerun continues it)")
     c.add_argument("--sb3-sac", action="store_true",
-                   help="the sources are Stable-Baselines3 SAC checkpoints (.zip; only policy.pth is read, "
-                        "pickle-free), their deterministic actor as the policy; needs --env")
-    c.add_argument("--env", help="with --sb3-sac: the env id the SAC checkpoints were trained on")
+                   help="the sources are Stable-Baselines3 SAC checkpoints: policygen SAC runs (their snapshots "
+                        "and latest model) or .zip files (only policy.pth is read, pickle-free); their "
+                        "deterministic actor is the policy")
+    c.add_argument("--env", help="with --sb3-sac and .zip files: the env id they were trained on")
     c.add_argument("--copies", type=nonneg, default=15,
                    help="noisy copies per checkpoint, noise growing from 0 to --noise (default 15)")
     c.add_argument("--noise", type=finite(), default=0.5,

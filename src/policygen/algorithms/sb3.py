@@ -26,6 +26,9 @@ from policygen.errors import PolicygenError
 from policygen.runs.files import atomic_write_bytes
 
 SB3_DIR = "checkpoints/sb3"
+SNAPSHOT_DIR = "checkpoints/sb3-snapshots"
+"""``train --snapshots N``: the model zip at each mark, ``model-{env_steps:010d}.zip``, kept for good (a
+Make-An-Agent data set source: ``policygen collect --sb3-sac RUN_DIR``)."""
 
 
 @dataclass
@@ -78,6 +81,7 @@ class SB3Algorithm(StepAlgorithm):
     """One SB3 model, its Monitor-wrapped training environment and a callback into the step loop."""
 
     sb3_class: str = ""
+    keeps_snapshots = True
 
     def __init__(self, config, info: EnvInfo, seed: int):
         self.cfg, self.info, self.seed = config, info, seed
@@ -183,6 +187,11 @@ class SB3Algorithm(StepAlgorithm):
                          obs_count=float(rms.count))
         _prune(run_path, {state["model"], state.get("buffer")})
         return state
+
+    def snapshot(self, run_path: Path) -> None:
+        buf = io.BytesIO()
+        self.model.save(buf)
+        atomic_write_bytes(run_path / SNAPSHOT_DIR / f"model-{self.env_steps:010d}.zip", buf.getvalue())
 
     def close(self) -> None:
         if self.model is not None and self.model.env is not None:

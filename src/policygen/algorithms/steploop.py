@@ -37,15 +37,18 @@ class StepAlgorithm(Algorithm):
     step_based = True
     spec = None
     normalize_obs = False
+    keeps_snapshots = False
+    """Whether ``snapshot`` is implemented (``train --snapshots N``)."""
 
     def check_run(self, rc: RunConfig) -> None:
         """Refuse run settings a step-based baseline cannot honour, before the run directory exists."""
         if rc.backend not in STEP_BACKENDS:
             raise PolicygenError(f"{self.name} steps one Gymnasium environment itself; --backend {rc.backend!r} "
                                  f"is for policygen's rollout engine (use auto or gymnasium)")
-        if rc.snapshots or rc.tensorboard:
-            raise PolicygenError(f"{self.name} is a step-based baseline: --snapshots and --tensorboard are not "
-                                 f"supported for it (its evaluations are in metrics.csv)")
+        if rc.tensorboard or (rc.snapshots and not self.keeps_snapshots):
+            raise PolicygenError(f"{self.name} is a step-based baseline: "
+                                 f"{'--tensorboard is' if rc.tensorboard else '--snapshots is'} not supported for it "
+                                 f"(its evaluations are in metrics.csv)")
 
     def setup(self, rc: RunConfig, run_path: Path, state: dict | None) -> None:
         """Build the training environment and the learner; restore ``state`` (a checkpoint's ``algo``)."""
@@ -81,6 +84,10 @@ class StepAlgorithm(Algorithm):
         """Write the learner's state; returns what goes into the checkpoint's ``algo`` entry."""
         raise NotImplementedError
 
+    def snapshot(self, run_path: Path) -> None:
+        """Keep the current policy for good (``train --snapshots N``; only where ``keeps_snapshots``)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -114,9 +121,16 @@ class _StepRun:
         self.eval_env = make_gymnasium(rc.env_id, rc.env_kwargs)
         self.t0 = time.perf_counter() - loop.wall_s
         self.episodes_seen = 0
+        self.steps_before = algo.env_steps
 
     def on_step(self) -> None:
-        if self.algo.env_steps >= self.loop.next_eval:
+        from policygen.algorithms.trainer import _snapshot_due
+
+        steps = self.algo.env_steps
+        if _snapshot_due(self.rc, self.steps_before, steps):
+            self.algo.snapshot(self.run.path)
+        self.steps_before = steps
+        if steps >= self.loop.next_eval:
             self.log_row()
 
     def log_row(self) -> None:

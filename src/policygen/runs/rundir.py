@@ -44,8 +44,9 @@ class RunDir:
         run.lock()
         for stale in ("summary.json", "metrics.csv", CHECKPOINT):
             (run.path / stale).unlink(missing_ok=True)
-        for stale in (run.path / "checkpoints").glob("snapshot-*.safetensors"):
-            stale.unlink()
+        for pattern in ("snapshot-*.safetensors", "sb3-snapshots/model-*.zip"):
+            for stale in (run.path / "checkpoints").glob(pattern):
+                stale.unlink()
         atomic_write_json(run.path / "config.json", {"format": RUN_FORMAT, **config})
         run.set_status("running")
         run.write_metrics([])

@@ -168,12 +168,40 @@ def sb3_sac_actor(path: str, env_id: str):
     return spec, theta
 
 
-def collect_sb3(zips: list[str], env_id: str, out: str, copies: int = 15, noise: float = 0.5, seed: int = 0,
-                layout: PromptLayout | None = None, backend: str = "auto", log=None) -> dict:
-    """Like ``collect``, with SB3 SAC checkpoints (``.zip``) as the sources; no observation normalisation."""
+def sb3_zips(paths: list[str], env_id: str | None) -> list[tuple[str, str]]:
+    """``(zip, env id)`` for each source: a ``.zip`` as given (on ``env_id``), or a policygen SAC run directory's
+    snapshots (``train sac --snapshots N``) then its latest model, on the run's own env."""
+    from policygen.algorithms.sb3 import SB3_DIR, SNAPSHOT_DIR
+    from policygen.runs.rundir import RunDir
+
+    out = []
+    for p in paths:
+        if not Path(p).is_dir():
+            if not env_id:
+                raise PolicygenError(f"{p}: a bare SAC .zip needs --env ENV_ID (the task it was trained on)")
+            out.append((p, env_id))
+            continue
+        run = RunDir.open(p)
+        algo, run_env = run.config.get("algorithm"), run.config.get("run", {}).get("env_id")
+        if algo != "sac":
+            raise PolicygenError(f"{p}: a {algo} run; --sb3-sac reads SAC runs (train sac) or SAC .zip files")
+        if env_id and env_id != run_env:
+            raise PolicygenError(f"{p}: trained on {run_env}, not --env {env_id}")
+        latest = sorted((Path(p) / SB3_DIR).glob("model-*.zip"))[-1:]
+        zips = sorted((Path(p) / SNAPSHOT_DIR).glob("model-*.zip")) + latest
+        if not latest:
+            raise PolicygenError(f"{p}: no SAC checkpoint yet ({SB3_DIR}/model-*.zip)")
+        out += [(str(z), run_env) for z in zips]
+    return out
+
+
+def collect_sb3(sources: list[str], env_id: str | None, out: str, copies: int = 15, noise: float = 0.5,
+                seed: int = 0, layout: PromptLayout | None = None, backend: str = "auto", log=None) -> dict:
+    """Like ``collect``, with SB3 SAC checkpoints as the sources (``sb3_zips``); no observation normalisation."""
     layout = layout or PromptLayout()
     written, skipped = 0, 0
-    for z in zips:
+    zips = sb3_zips(sources, env_id)
+    for z, env_id in zips:
         spec, theta = sb3_sac_actor(z, env_id)
         ds = PolicyDataset.create_or_open(out, spec, layout, outcome=outcome_rule(env_id))
         key = source_key(theta.numpy())
