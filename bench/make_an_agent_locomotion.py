@@ -1,7 +1,8 @@
 """Make-An-Agent on a locomotion task: does a prompt of a given quality give a policy of that quality?
 
-1. ARS runs (small MLP policies) with snapshots along training: seeds --train-seeds make the training data,
-   seed --heldout-seed only the prompts (its checkpoints were never seen by the model);
+1. ARS runs (small MLP policies), or SB3 SAC runs with ``--source sac`` (as the paper), with snapshots along
+   training: seeds --train-seeds make the training data, seed --heldout-seed only the prompts (its checkpoints
+   were never seen by the model);
 2. ``collect`` both (checkpoints + noisy copies: varied quality on purpose);
 3. ``train make-an-agent`` on the training data set (all three stages; a completed model of the same settings
    is reused, so a re-run only measures again);
@@ -31,7 +32,7 @@ import torch
 from scipy.stats import spearmanr
 
 from policygen.algorithms.base import make_config
-from policygen.algorithms.make_an_agent.collect import collect
+from policygen.algorithms.make_an_agent.collect import collect, collect_sb3
 from policygen.algorithms.make_an_agent.generate import generate_policies, read_prompts
 from policygen.algorithms.make_an_agent.model import MakeAnAgentConfig
 from policygen.algorithms.make_an_agent.train import load_make_an_agent, train_make_an_agent
@@ -42,13 +43,21 @@ from policygen.rollout.engine import RolloutEngine
 from policygen.runs.rundir import RunDir
 
 
-def ars_run(root: Path, env: str, seed: int, steps: int, hidden: str, snapshots: int) -> str:
-    out = root / f"ars-s{seed}"
+def training_run(source: str, root: Path, env: str, seed: int, steps: int, hidden: str, snapshots: int) -> str:
+    out = root / f"{source}-s{seed}"
     if not (out / "summary.json").exists():
-        subprocess.run([sys.executable, "-m", "policygen", "train", "ars", "--env", env, "--steps", str(steps),
+        subprocess.run([sys.executable, "-m", "policygen", "train", source, "--env", env, "--steps", str(steps),
                         "--set", f"hidden={hidden}", "--snapshots", str(snapshots), "--seed", str(seed),
-                        "--out", str(out), "--quiet", "--force"], check=True, stdout=subprocess.DEVNULL)
+                        "--out", str(out), "--quiet", "--force"],
+                       check=True, stdout=subprocess.DEVNULL)
     return str(out)
+
+
+def collect_from(source: str, runs: list[str], out: Path, copies: int, seed: int, layout: PromptLayout) -> None:
+    if source == "sac":
+        collect_sb3(runs, None, str(out), copies, 0.5, seed=seed, layout=layout, log=print)
+    else:
+        collect(runs, str(out), copies, 0.5, seed=seed, layout=layout, log=print)
 
 
 def train_or_reuse(root: Path, overrides: dict[str, str]) -> RunDir:
@@ -92,8 +101,9 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/make-an-agent-hopper")
     p.add_argument("--train-seeds", default="0,1,2,3")
     p.add_argument("--heldout-seed", type=int, default=4)
-    p.add_argument("--ars-steps", type=int, default=300_000)
-    p.add_argument("--hidden", default="16")
+    p.add_argument("--source", choices=("ars", "sac"), default="ars", help="the training runs' algorithm")
+    p.add_argument("--ars-steps", type=int, default=300_000, help="env steps of each training run")
+    p.add_argument("--hidden", default="16", help="the runs' policy hidden layers (SAC: its actor's)")
     p.add_argument("--snapshots", type=int, default=8)
     p.add_argument("--copies", type=int, default=15)
     p.add_argument("--heldout-copies", type=int, default=7)
@@ -108,13 +118,14 @@ def main() -> None:
     root, t_start, load0 = Path(a.root), time.time(), os.getloadavg()
     seeds = [int(s) for s in a.train_seeds.split(",")]
     t0 = time.perf_counter()
-    runs = [ars_run(root, a.env, s, a.ars_steps, a.hidden, a.snapshots) for s in [*seeds, a.heldout_seed]]
+    runs = [training_run(a.source, root, a.env, s, a.ars_steps, a.hidden, a.snapshots)
+            for s in [*seeds, a.heldout_seed]]
     ars_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     layout = PromptLayout(steps=a.prompt_steps, state_every=a.state_every)
-    collect(runs[:-1], str(root / "data-train"), a.copies, 0.5, seed=0, layout=layout, log=print)
-    collect(runs[-1:], str(root / "data-heldout"), a.heldout_copies, 0.5, seed=1, layout=layout, log=print)
-    collect(runs[:-1], str(root / "data-seen"), 1, 0.5, seed=2, layout=layout, log=print)
+    collect_from(a.source, runs[:-1], root / "data-train", a.copies, 0, layout)
+    collect_from(a.source, runs[-1:], root / "data-heldout", a.heldout_copies, 1, layout)
+    collect_from(a.source, runs[:-1], root / "data-seen", 1, 2, layout)
     collect_s = time.perf_counter() - t0
     overrides = dict(kv.split("=", 1) for kv in a.set)
     run = train_or_reuse(root, overrides)
@@ -141,7 +152,7 @@ def main() -> None:
     result = {
         "date": datetime.fromtimestamp(t_start, UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
         "commit": git_commit(), "load_average_start": load0, "load_average_end": os.getloadavg(),
-        "env_id": a.env, "heldout_seed": a.heldout_seed, "train_seeds": seeds,
+        "env_id": a.env, "source": a.source, "heldout_seed": a.heldout_seed, "train_seeds": seeds,
         "policy": model.spec.describe(), "params": model.spec.num_params, "prompt_layout": asdict(layout),
         "train_records": run.summary["records"], "heldout_prompts": k, "episodes_per_policy": a.episodes,
         "spearman_prompt_vs_generated": rho,
@@ -234,8 +245,8 @@ def write(result: dict, out: Path) -> None:
           f"{result['load_average_start'][0]:.1f} at start, {result['load_average_end'][0]:.1f} at end.", "",
           f"`{result['command']}`", "",
           f"- policy {result['policy']} ({result['params']} parameters); {result['train_records']} training records; "
-          f"{result['heldout_prompts']} held-out prompts (from ARS seed {result['heldout_seed']}, a run never seen "
-          f"in training), one policy each, "
+          f"{result['heldout_prompts']} held-out prompts (from {result.get('source', 'ars').upper()} seed "
+          f"{result['heldout_seed']}, a run never seen in training), one policy each, "
           f"{result['episodes_per_policy']} episodes; prompt: "
           f"{_layout_text(result.get('prompt_layout', {'steps': 60, 'state_every': 3, 'outcome_states': 3}))}",
           f"- **Spearman(prompt return, generated return) = {result['spearman_prompt_vs_generated']:.3f}** "
@@ -260,7 +271,7 @@ def write(result: dict, out: Path) -> None:
           f"{rt['mean_abs_error']:.0f}, relative parameter error {rt['relative_param_error']:.3f}",
           f"- generate + decode 100 policies: **{result['generate_decode_100_s']:.2f} s** (model loaded); "
           f"with loading the run and writing 100 files: {result['generate_100_files_s_with_model_load']:.2f} s",
-          f"- wall: ARS runs {result['ars_wall_s']:.0f} s (0 if they existed), "
+          f"- wall: {result.get('source', 'ars').upper()} runs {result['ars_wall_s']:.0f} s (0 if they existed), "
           f"collect {result['collect_wall_s']:.0f} s, "
           f"stages {result['stages_wall_s']:.0f} s "
           f"({stage_times})", "",
