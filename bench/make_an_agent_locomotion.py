@@ -120,7 +120,7 @@ def main() -> None:
     t0 = time.perf_counter()
     runs = [training_run(a.source, root, a.env, s, a.ars_steps, a.hidden, a.snapshots)
             for s in [*seeds, a.heldout_seed]]
-    ars_s = time.perf_counter() - t0
+    source_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     layout = PromptLayout(steps=a.prompt_steps, state_every=a.state_every)
     collect_from(a.source, runs[:-1], root / "data-train", a.copies, 0, layout)
@@ -160,7 +160,7 @@ def main() -> None:
         "spearman_within_training_range": rho_inside,
         "mean_abs_error": float(np.mean(np.abs(prompts["returns"][which] - gen_returns))),
         "prompt_return_range": [float(prompts["returns"].min()), float(prompts["returns"].max())],
-        "ars_wall_s": ars_s, "collect_wall_s": collect_s, "stages": run.summary["stages"],
+        "source_wall_s": source_s, "collect_wall_s": collect_s, "stages": run.summary["stages"],
         "stages_wall_s": run.summary["wall_s"], **timing,
         "pairs": [[float(prompts["returns"][w]), float(g)] for w, g in zip(which, gen_returns, strict=True)],
         "seen_checkpoints": seen, "autoencoder_roundtrip": roundtrip, "samples_per_prompt": a.samples,
@@ -239,6 +239,7 @@ def write(result: dict, out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = sorted(result["pairs"])
     seen, rt = result["seen_checkpoints"], result["autoencoder_roundtrip"]
+    source_wall = result.get("source_wall_s", result.get("ars_wall_s"))  # older result files: ars_wall_s
     stage_times = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in result["stages"].items())
     md = [f"# Make-An-Agent, {result['env_id']}: prompt quality -> generated quality", "",
           f"{result['date']}, {result['machine']}, commit {result['commit']}, load average "
@@ -271,7 +272,7 @@ def write(result: dict, out: Path) -> None:
           f"{rt['mean_abs_error']:.0f}, relative parameter error {rt['relative_param_error']:.3f}",
           f"- generate + decode 100 policies: **{result['generate_decode_100_s']:.2f} s** (model loaded); "
           f"with loading the run and writing 100 files: {result['generate_100_files_s_with_model_load']:.2f} s",
-          f"- wall: {result.get('source', 'ars').upper()} runs {result['ars_wall_s']:.0f} s (0 if they existed), "
+          f"- wall: {result.get('source', 'ars').upper()} runs {source_wall:.0f} s (0 if they existed), "
           f"collect {result['collect_wall_s']:.0f} s, "
           f"stages {result['stages_wall_s']:.0f} s "
           f"({stage_times})", "",
