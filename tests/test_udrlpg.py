@@ -282,7 +282,8 @@ def _follows(achieved: np.ndarray, lo: float, hi: float) -> bool:
 def test_learns_inverted_pendulum_and_follows_commands(tmp_path):
     # Two seeds, and one must both learn and follow the command: on the pendulum whether a run's G follows c
     # is a matter of the seed (and of the CPU's float rounding). 60k steps on an Intel Xeon, 2026-12-05: with
-    # bucket_uniform_mix 0.25 seeds 0, 1, 3 pass and seed 2 has not learned yet; with the fast preset's
+    # bucket_uniform_mix 0.25 seeds 0, 1, 3 pass and seed 2 has not learned yet (then with rebase_buffer; it
+    # passes without it too, 90 s on the same machine, 2026-12-05 19:20 UTC); with the fast preset's
     # exp weighting alone G(c) is the top policy for every command on seeds 0-1, nearly so on seed 2
     # (bench/results/udrlpg-ip-60k-fast.md). A G that
     # ignores c, or a regression that does not learn, fails both seeds.

@@ -180,12 +180,12 @@ PAPER = dict(learning_rate=2e-6, batch_size=24, update_repeats=8, rollout_repeat
 # - exp weighting 1.0: with 0.3 a lone lucky policy in the next bucket down pulls G(c*) almost as hard as
 #   the whole top bucket, and G, smooth in c, cannot separate commands 1/800 apart;
 # - a smaller generator MLP (256, 256): ~2x cheaper updates (512-512 was not re-tested at these settings);
-# - rebase_buffer: stored policies keep acting as when they earned their labels while the observation
-#   statistics move. Hopper seed 2 at 3M: final 1518, last-20 mean 1729, best 2939 against 52 / 622 / 2387
-#   without (bench/results/udrlpg-hopper-rebase-s2.md); Swimmer and the pendulum unharmed (README).
+# - no rebase_buffer (on from e8ccf74 to 2026-12-05): it held Hopper seed 2's good policies (final 1518 against
+#   52), but with it seeds 0 and 1 never learned to hop in 3M steps (best 375 / 261; without it, same machine
+#   and code, 2400 / 3141: bench/results/udrlpg-hopper-rebase-ab/README.md).
 FAST = dict(PAPER, learning_rate=1e-3, update_repeats=64, rollout_repeats=16, rollout_steps=2000,
             noise_policy=0.05, warmup_noise=True, bucket_max_size=8, bucket_replace="newest",
-            bucket_weighting_scaling=1.0, generator_hidden=(256, 256), hand_set_range=False, rebase_buffer=True)
+            bucket_weighting_scaling=1.0, generator_hidden=(256, 256), hand_set_range=False)
 
 
 class UDRLPG(Algorithm):
