@@ -68,6 +68,11 @@ def test_report_builds_with_every_figure_it_names(runs, tmp_path, capsys):
     assert report["envs"]["InvertedPendulum-v5"]["calibration"][0]["spearman"] == 1.0
     assert "one table per environment" in md  # two envs given: said once, never mixed
     assert "Swimmer-v5" not in json.dumps(report["envs"]["InvertedPendulum-v5"]["table"])
+    # per run: evaluations are final * k / 5 for k = 1..5, so best = final and the last-20 mean (5 rows) is 0.6 final
+    per_run = {(r["algorithm"], r["seed"]): r for r in report["envs"]["InvertedPendulum-v5"]["runs"]}
+    assert len(per_run) == 8 and per_run[("gogepo", 2)]["best"] == 650.0 and per_run[("gogepo", 2)]["last_n"] == 5
+    assert per_run[("td3", 1)]["last_mean"] == pytest.approx(0.6 * 420.0) and per_run[("td3", 1)]["spearman"] is None
+    assert per_run[("gogepo", 0)]["mae_frac"] == 0.05 and "| gogepo | 0 | 900.0 | 900.0 | 540.0 (5) |" in md
     # 90% of the best IQM (850 -> 765): gogepo's runs 0 and 1 reach it at their last row, run 2 never
     assert table["gogepo"]["reached"] == 2 and table["td3"]["reached"] == 0
 

@@ -93,6 +93,24 @@ def final_table(algos: dict[str, list[RunData]]) -> list[dict]:
     return rows
 
 
+LAST_N = 20
+"""The UDRLPG paper's summary of a run: the mean of its last 20 evaluations."""
+
+
+def run_rows(algos: dict[str, list[RunData]]) -> list[dict]:
+    """One row per run: final, best and last-20-mean evaluation return, env steps, wall seconds, and the
+    sweep's calibration when the run has one (what a paper's per-seed table shows)."""
+    rows = []
+    for algo, runs in algos.items():
+        for r in runs:
+            rows.append({"algorithm": algo, "seed": r.seed, "final": r.final, "best": float(r.evals.max()),
+                         "last_mean": float(r.evals[-LAST_N:].mean()), "last_n": int(min(LAST_N, len(r.evals))),
+                         "env_steps": r.env_steps, "wall_s": r.wall_total,
+                         "spearman": r.sweep.get("spearman") if r.sweep else None,
+                         "mae_frac": r.sweep.get("mae_frac") if r.sweep else None})
+    return rows
+
+
 def _time_to(run: RunData, target: float) -> float | None:
     hit = np.nonzero(run.evals >= target)[0]
     return float(run.wall[hit[0]]) if len(hit) else None
@@ -179,7 +197,8 @@ def build_report(paths: list[str], out: str, env: str | None = None) -> dict:
                     "skipped": skipped, "notes": notes, "envs": {}}
     for env_name, algos in by_env(runs).items():
         slug = _slug(env_name)
-        e: dict = {"figures": {}, "table": final_table(algos), "poi": poi_matrix(algos) if len(algos) > 1 else {}}
+        e: dict = {"figures": {}, "table": final_table(algos), "runs": run_rows(algos),
+                   "poi": poi_matrix(algos) if len(algos) > 1 else {}}
         for axis in ("steps", "wall"):
             name = f"curves-{slug}-{axis}.png"
             plot_curves(env_name, algos, axis, out_p / name)
@@ -201,4 +220,4 @@ def build_report(paths: list[str], out: str, env: str | None = None) -> dict:
     return result
 
 
-__all__ = ["build_report", "iqm", "curve", "final_table", "poi_matrix"]
+__all__ = ["build_report", "iqm", "curve", "final_table", "run_rows", "poi_matrix"]

@@ -22,9 +22,26 @@ def _env_section(env: str, e: dict) -> list[str]:
                      f"| {_f(r['mean'])} | {r['median_env_steps']} | {_f(r['median_wall_s'])} | {reach} |")
     target = e["table"][0]["target"] if e["table"] else None
     lines += ["", f"The 90% target is {_f(target)}; wall seconds include the run's own evaluations.", ""]
+    lines += _runs_section(e)
     lines += _poi_section(env, e)
     lines += _calibration_section(env, e)
     return lines
+
+
+def _runs_section(e: dict) -> list[str]:
+    if "runs" not in e:  # a report.json from before the per-run table
+        return []
+    lines = ["Per run: the final evaluation, the best one, and the mean of the last 20 evaluations (fewer when the "
+             "run has fewer; the UDRLPG paper's summary); calibration from the run's sweep.json, if any.", "",
+             "| algorithm | seed | final | best | last-20 mean | env steps | wall s | calibration Spearman / MAE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in e["runs"]:
+        mae = None if r["mae_frac"] is None else 100 * r["mae_frac"]
+        cal = "-" if r["spearman"] is None and mae is None else f"{_f(r['spearman'], 2)} / {_f(mae, 0)}%"
+        last = _f(r["last_mean"]) + ("" if r["last_n"] >= 20 else f" ({r['last_n']})")
+        lines.append(f"| {r['algorithm']} | {r['seed']} | {_f(r['final'])} | {_f(r['best'])} | {last} "
+                     f"| {r['env_steps']} | {_f(r['wall_s'], 0)} | {cal} |")
+    return [*lines, ""]
 
 
 def _poi_section(env: str, e: dict) -> list[str]:
