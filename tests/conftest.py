@@ -152,3 +152,15 @@ def one_torch_thread():
         torch.manual_seed(0)
         yield
     torch.set_num_threads(before)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``scripts/test.sh`` (POLICYGEN_NO_SKIPS=1) a skipped test fails: the setup installs every extra a test
+    needs, so a skip there would hide a broken install. Run pytest directly to allow skips on a partial install."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("POLICYGEN_NO_SKIPS") == "1" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under scripts/test.sh, where nothing may skip: {reason}"
