@@ -211,6 +211,35 @@ def test_rebase_buffer_keeps_stored_policies_acting_as_when_they_earned_their_re
         assert not torch.equal(theta, stored[a])
 
 
+def test_rebase_after_and_freeze_stats_after_start_at_their_env_step(stub_id):
+    def run(**over):
+        algo = UDRLPG(UDRLPGConfig(**{**SMALL, "rollout_repeats": 3, "warmup_runs": 4, "warmup_noise": True,
+                                     "update_repeats": 2, **over}), env_info(stub_id), 0)
+        eng = RolloutEngine(stub_id, algo.spec, num_envs=4, backend="gymnasium", seed=0)
+        algo.iterate(eng)  # warm-up: a few dozen stub steps
+        warm = eng.env_steps
+        stored = {a: t.clone() for a, _, t in (e for b in algo.buffer.buckets.values() for e in b)}
+        means = [eng.obs_stats.mean.copy()]
+        for _ in range(3):
+            algo.iterate(eng)
+            means.append(eng.obs_stats.mean.copy())
+        same = [torch.equal(t, stored[a]) for a, _, t in (e for b in algo.buffer.buckets.values() for e in b)
+                if a in stored]
+        return warm, means, same
+
+    warm, means, same = run(rebase_buffer=True, rebase_after=10**9)  # never reached: stored policies untouched
+    assert same and all(same) and not np.allclose(means[0], means[-1])
+    _, _, same = run(rebase_buffer=True, rebase_after=1)  # reached after the warm-up: re-based
+    assert same and not any(same)
+    _, means, _ = run(freeze_stats_after=warm)  # frozen from the first iteration on
+    assert all(np.array_equal(means[0], m) for m in means[1:])
+    _, means, _ = run(freeze_stats_after=10**9)
+    assert not np.allclose(means[0], means[-1])
+    for bad in ({"rebase_after": -1}, {"freeze_stats_after": 0.5}):
+        with pytest.raises(PolicygenError, match="integer >= 0"):
+            UDRLPGConfig(**bad)
+
+
 def _rows(run) -> list[dict]:
     with open(run.path / "metrics.csv") as f:
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]

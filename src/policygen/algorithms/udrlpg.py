@@ -85,6 +85,14 @@ class UDRLPGConfig:
     under its old label: on Hopper at 3M steps the 30 oldest stored policies above 300 (labels mean 705) earn
     60 now, the 30 newest (543) earn 472 (bench/results/stale-buffer.md), and the top buckets, which few new
     policies reach, keep stale ones."""
+    rebase_after: int = 0
+    """With ``rebase_buffer``: re-base only rollouts that start at or after this many env steps. The first
+    statistics come from a few falling warm-up episodes (Hopper: std 0.01-0.1 on 5 of 11 inputs, 4-10x less
+    than at 100k steps), and re-basing through that growth inflates the stored first layers column by column
+    (Hopper seed 0 at 100k: rms 0.4-0.7 on those inputs against 0.1-0.2 without), which G then generates."""
+    freeze_stats_after: int = 0
+    """Stop updating the running observation statistics once this many env steps are done (0: never, the
+    official). After it stored policies cannot go stale, without re-basing them."""
     generator: str = "deterministic"
     """``deterministic`` (the paper's G(c), regressed with MSE) or ``cvae``, the optional conditional-VAE
     variant for multimodal return regions (``generators/cvae.py``): G(c, z), trained with a KL term; its
@@ -137,6 +145,10 @@ class UDRLPGConfig:
         for name, v in positive.items():
             if int(v) != v or v < 1:
                 raise PolicygenError(f"udrlpg {name} must be an integer >= 1, got {v!r}")
+        for name in ("rebase_after", "freeze_stats_after"):
+            v = getattr(self, name)
+            if int(v) != v or v < 0:
+                raise PolicygenError(f"udrlpg {name} must be an integer >= 0 (env steps), got {v!r}")
         if (self.rollout_steps < 0 or self.update_repeats < 0 or not self.learning_rate > 0
                 or not self.noise_policy >= 0 or int(self.confirm_episodes) != self.confirm_episodes
                 or self.confirm_episodes < 0):
@@ -248,16 +260,21 @@ class UDRLPG(Algorithm):
         command = self.buffer.best_scaled
         raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
         thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
-        before = _normalisation(engine)
-        res = engine.evaluate(thetas, episodes=1, update_stats=True)
-        thetas = self._rebased(engine, thetas, before)
+        before, started = _normalisation(engine), engine.env_steps
+        res = engine.evaluate(thetas, episodes=1, update_stats=self._stats_move(started))
+        thetas = self._rebased(engine, thetas, before, started)
         returns = self._store(thetas, *self._confirmed(engine, thetas, res), res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
 
-    def _rebased(self, engine: RolloutEngine, thetas: torch.Tensor, before) -> torch.Tensor:
-        """With ``rebase_buffer``: this rollout's ``thetas`` and every stored policy rewritten to act, under the
-        statistics the rollout has just updated, as they did under ``before``; else ``thetas`` unchanged."""
-        if not self.config.rebase_buffer:
+    def _stats_move(self, started: int) -> bool:
+        """Whether a rollout starting at env step ``started`` updates the observation statistics."""
+        return not 0 < self.config.freeze_stats_after <= started
+
+    def _rebased(self, engine: RolloutEngine, thetas: torch.Tensor, before, started: int) -> torch.Tensor:
+        """With ``rebase_buffer`` (from ``rebase_after`` env steps on): this rollout's ``thetas`` and every stored
+        policy rewritten to act, under the statistics the rollout has just updated, as they did under
+        ``before``; else ``thetas`` unchanged."""
+        if not self.config.rebase_buffer or started < self.config.rebase_after:
             return thetas
         now = _normalisation(engine)
         rebase = functools.partial(rebase_inputs, self.spec, old=before, new=now)
@@ -290,10 +307,10 @@ class UDRLPG(Algorithm):
         thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
         # with confirmation every warm-up policy is a record candidate: a lucky one would pin c* for good
         episodes = 1 + self.config.confirm_episodes
-        before = _normalisation(engine)
-        res = engine.evaluate(thetas, episodes=episodes, update_stats=True)
+        before, started = _normalisation(engine), engine.env_steps
+        res = engine.evaluate(thetas, episodes=episodes, update_stats=self._stats_move(started))
         self.episodes += len(thetas) * (episodes - 1)
-        thetas = self._rebased(engine, thetas, before)
+        thetas = self._rebased(engine, thetas, before, started)
         ok = res.train_returns[~res.failed]
         if len(ok) == 0:
             raise PolicygenError("every warm-up episode failed (non-finite returns): no return range")
