@@ -87,9 +87,10 @@ class UDRLPGConfig:
     policies reach, keep stale ones."""
     rebase_after: int = 0
     """With ``rebase_buffer``: re-base only rollouts that start at or after this many env steps. The first
-    statistics come from a few falling warm-up episodes (Hopper: std 0.01-0.1 on 5 of 11 inputs, 4-10x less
-    than at 100k steps), and re-basing through that growth inflates the stored first layers column by column
-    (Hopper seed 0 at 100k: rms 0.4-0.7 on those inputs against 0.1-0.2 without), which G then generates."""
+    statistics come from a few falling warm-up episodes (Hopper: std 0.01-0.11 on inputs 0-4; by 100k steps
+    inputs 0, 3, 4 and 10 have grown 3-10x), and re-basing through that growth inflates the stored first layers
+    column by column (Hopper seed 0 at 100k: RMS 0.4-0.7 on those inputs against 0.16-0.20 without), and G
+    generates them (bench/results/udrlpg-hopper-rebase-after)."""
     freeze_stats_after: int = 0
     """Stop updating the running observation statistics once this many env steps are done (0: never, the
     official). After it stored policies cannot go stale, without re-basing them."""
