@@ -93,18 +93,18 @@ def final_table(algos: dict[str, list[RunData]]) -> list[dict]:
     return rows
 
 
-LAST_N = 20
-"""The UDRLPG paper's summary of a run: the mean of its last 20 evaluations."""
-
-
 def run_rows(algos: dict[str, list[RunData]]) -> list[dict]:
     """One row per run: final, best and last-20-mean evaluation return, env steps, wall seconds, and the
-    sweep's calibration when the run has one (what a paper's per-seed table shows)."""
+    sweep's calibration when the run has one (what a paper's per-seed table shows). The last-N window is the
+    trainer's own (summary.json's last20_eval_mean), the UDRLPG paper's summary."""
+    from policygen.algorithms.trainer import LAST_EVALS
+
     rows = []
     for algo, runs in algos.items():
         for r in runs:
             rows.append({"algorithm": algo, "seed": r.seed, "final": r.final, "best": float(r.evals.max()),
-                         "last_mean": float(r.evals[-LAST_N:].mean()), "last_n": int(min(LAST_N, len(r.evals))),
+                         "last_mean": float(r.evals[-LAST_EVALS:].mean()),
+                         "last_n": int(min(LAST_EVALS, len(r.evals))), "last_window": LAST_EVALS,
                          "env_steps": r.env_steps, "wall_s": r.wall_total,
                          "spearman": r.sweep.get("spearman") if r.sweep else None,
                          "mae_frac": r.sweep.get("mae_frac") if r.sweep else None})

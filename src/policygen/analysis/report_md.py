@@ -38,7 +38,7 @@ def _runs_section(e: dict) -> list[str]:
     for r in e["runs"]:
         mae = None if r["mae_frac"] is None else 100 * r["mae_frac"]
         cal = "-" if r["spearman"] is None and mae is None else f"{_f(r['spearman'], 2)} / {_f(mae, 0)}%"
-        last = _f(r["last_mean"]) + ("" if r["last_n"] >= 20 else f" ({r['last_n']})")
+        last = _f(r["last_mean"]) + ("" if r["last_n"] >= r["last_window"] else f" ({r['last_n']})")
         lines.append(f"| {r['algorithm']} | {r['seed']} | {_f(r['final'])} | {_f(r['best'])} | {last} "
                      f"| {r['env_steps']} | {_f(r['wall_s'], 0)} | {cal} |")
     return [*lines, ""]
