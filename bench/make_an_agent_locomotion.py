@@ -102,7 +102,8 @@ def main() -> None:
     p.add_argument("--train-seeds", default="0,1,2,3")
     p.add_argument("--heldout-seed", type=int, default=4)
     p.add_argument("--source", choices=("ars", "sac"), default="ars", help="the training runs' algorithm")
-    p.add_argument("--ars-steps", type=int, default=300_000, help="env steps of each training run")
+    p.add_argument("--steps", "--ars-steps", dest="ars_steps", type=int, default=300_000, metavar="N",
+                   help="env steps of each training run (ARS or SAC; --ars-steps is the older name)")
     p.add_argument("--hidden", default="16", help="the runs' policy hidden layers (SAC: its actor's)")
     p.add_argument("--snapshots", type=int, default=8)
     p.add_argument("--copies", type=int, default=15)
