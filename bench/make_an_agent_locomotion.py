@@ -102,7 +102,7 @@ def main() -> None:
     p.add_argument("--train-seeds", default="0,1,2,3")
     p.add_argument("--heldout-seed", type=int, default=4)
     p.add_argument("--source", choices=("ars", "sac"), default="ars", help="the training runs' algorithm")
-    p.add_argument("--steps", "--ars-steps", dest="ars_steps", type=int, default=300_000, metavar="N",
+    p.add_argument("--steps", "--ars-steps", dest="steps", type=int, default=300_000, metavar="N",
                    help="env steps of each training run (ARS or SAC; --ars-steps is the older name)")
     p.add_argument("--hidden", default="16", help="the runs' policy hidden layers (SAC: its actor's)")
     p.add_argument("--snapshots", type=int, default=8)
@@ -119,7 +119,7 @@ def main() -> None:
     root, t_start, load0 = Path(a.root), time.time(), os.getloadavg()
     seeds = [int(s) for s in a.train_seeds.split(",")]
     t0 = time.perf_counter()
-    runs = [training_run(a.source, root, a.env, s, a.ars_steps, a.hidden, a.snapshots)
+    runs = [training_run(a.source, root, a.env, s, a.steps, a.hidden, a.snapshots)
             for s in [*seeds, a.heldout_seed]]
     source_s = time.perf_counter() - t0
     t0 = time.perf_counter()
