@@ -72,6 +72,11 @@ class UDRLPGConfig:
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
     noise_scaling: str = "uniform"
     """uniform: sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) per layer (flat_mlp.noise_scales)."""
+    label_episodes: int = 1
+    """Episodes each training policy runs; its stored return (its command label) is their mean, and every
+    episode counts as env steps. 1 (official): one episode's luck labels each policy. On InvertedPendulum a
+    stored policy labelled in the middle of the range earns, re-run, 14-15% of the range away from its label
+    (within-policy std 50-80), and G regressed on such labels can be no better calibrated than they are."""
     confirm_episodes: int = 0
     """If > 0: a policy whose one training episode beats the best return stored so far (and every warm-up
     policy) is run this many more episodes, and its stored return (its command label, and so c*) is the mean
@@ -125,6 +130,12 @@ class UDRLPGConfig:
     bucket_uniform_mix: float = 0.0
     """Share of the bucket probability spread evenly over the non-empty buckets (0: the paper's weighting
     alone). The rank weighting trains G almost only on the top buckets, so G(low command) is never fitted."""
+    bucket_max_age: int = 0
+    """If > 0: a stored policy is dropped once this many newer policies have arrived, and the command c* is
+    the best return still held. 0 (the paper): c* is the best return ever seen, and the top buckets, which
+    few later policies reach, keep their policies for good, though the observation statistics move and they
+    act differently (bench/results/stale-buffer.md); on Hopper c* then stays at one old, lucky label while
+    G(c*) earns a few hundred (udrlpg-hopper-s0: c* 2154 from 800k to 2.1M steps, evaluations 613-777)."""
     fifo_size: int = 800
     """Policies the FIFO ablation buffer keeps (newest first)."""
     return_range: tuple[float, ...] = ()
@@ -141,6 +152,7 @@ class UDRLPGConfig:
     def __post_init__(self) -> None:
         positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
                     "rollout_repeats": self.rollout_repeats, "warmup_runs": self.warmup_runs,
+                    "label_episodes": self.label_episodes,
                     "n_buckets": self.n_buckets, "bucket_max_size": self.bucket_max_size,
                     "fifo_size": self.fifo_size, "cvae_latent": self.cvae_latent, "cvae_probes": self.cvae_probes}
         for name, v in positive.items():
@@ -159,6 +171,9 @@ class UDRLPGConfig:
                                  f"{self.confirm_episodes}")
         if not self.cvae_kl_weight >= 0:
             raise PolicygenError(f"udrlpg cvae_kl_weight must be >= 0, got {self.cvae_kl_weight!r}")
+        if int(self.bucket_max_age) != self.bucket_max_age or self.bucket_max_age < 0:
+            raise PolicygenError(f"udrlpg bucket_max_age must be an integer >= 0 (0: keep policies until "
+                                 f"replaced), got {self.bucket_max_age!r}")
         if not 0.0 <= self.bucket_uniform_mix <= 1.0:
             raise PolicygenError(f"udrlpg bucket_uniform_mix must be in [0, 1], got {self.bucket_uniform_mix!r}")
         choices = {"buffer": (self.buffer, ("buckets", "fifo")), "generator": (self.generator, GENERATORS),
@@ -251,7 +266,8 @@ class UDRLPG(Algorithm):
             return FifoBuffer(r_min, r_max, size=c.fifo_size, seed=seed, n_bins=c.n_buckets)
         return BucketBuffer(r_min, r_max, n_buckets=c.n_buckets, capacity=c.bucket_max_size,
                             replace=c.bucket_replace, weighting=c.bucket_weighting,
-                            exp_coef=c.bucket_weighting_scaling, uniform_mix=c.bucket_uniform_mix, seed=seed)
+                            exp_coef=c.bucket_weighting_scaling, uniform_mix=c.bucket_uniform_mix, seed=seed,
+                            max_age=c.bucket_max_age)
 
     # --- the loop ---------------------------------------------------------------------------------
     def iterate(self, engine: RolloutEngine) -> dict:
@@ -262,7 +278,9 @@ class UDRLPG(Algorithm):
         raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
         thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
         before, started = _normalisation(engine), engine.env_steps
-        res = engine.evaluate(thetas, episodes=1, update_stats=self._stats_move(started))
+        k = self.config.label_episodes
+        res = engine.evaluate(thetas, episodes=k, update_stats=self._stats_move(started))
+        self.episodes += len(thetas) * (k - 1)
         thetas = self._rebased(engine, thetas, before, started)
         returns = self._store(thetas, *self._confirmed(engine, thetas, res), res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
@@ -300,14 +318,15 @@ class UDRLPG(Algorithm):
         n = self.config.rollout_repeats
         if self.config.rollout_steps > 0 and self.last_length > 0:
             # up to 4 waves of the engine's slots: 2-step episodes are cheap, generator updates are not
-            n = max(n, min(4 * slots, math.ceil(self.config.rollout_steps / self.last_length)))
+            per_policy = self.last_length * self.config.label_episodes
+            n = max(n, min(4 * slots, math.ceil(self.config.rollout_steps / per_policy)))
         return n
 
     def _warmup(self, engine: RolloutEngine) -> dict:
         sigma = self.config.noise_policy if self.config.warmup_noise else 0.0
         thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
         # with confirmation every warm-up policy is a record candidate: a lucky one would pin c* for good
-        episodes = 1 + self.config.confirm_episodes
+        episodes = max(self.config.label_episodes, 1 + self.config.confirm_episodes)
         before, started = _normalisation(engine), engine.env_steps
         res = engine.evaluate(thetas, episodes=episodes, update_stats=self._stats_move(started))
         self.episodes += len(thetas) * (episodes - 1)

@@ -113,11 +113,14 @@ class BucketBuffer(_ReturnScale):
         ``reject`` drops the newcomer (the official behaviour: early policies then stay forever).
     weighting: bucket weight by rank, ``exp``, ``reciprocal`` or ``uniform``; exp_coef: the 0.3 of ``exp``.
     uniform_mix: share of the bucket probability spread evenly over the non-empty buckets (0..1).
+    max_age: if > 0, a policy is dropped once ``max_age`` newer ones have arrived, and the best return
+        (the command c*) is the best of those still held; 0 (the paper) keeps policies until replaced, and
+        c* is the best return ever seen.
     """
 
     def __init__(self, r_min: float = 0.0, r_max: float = 1.0, n_buckets: int = 800, capacity: int = 1,
                  replace: str = "newest", weighting: str = "exp", exp_coef: float = 0.3, seed: int = 0,
-                 uniform_mix: float = 0.0):
+                 uniform_mix: float = 0.0, max_age: int = 0):
         super().__init__(r_min, r_max, seed)
         if int(n_buckets) != n_buckets or n_buckets < 1:
             raise PolicygenError(f"bucket count must be an integer >= 1, got {n_buckets!r}")
@@ -131,6 +134,9 @@ class BucketBuffer(_ReturnScale):
             raise PolicygenError(f"exp_coef must be a finite number >= 0, got {exp_coef!r}")
         if not 0.0 <= uniform_mix <= 1.0:
             raise PolicygenError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
+        if int(max_age) != max_age or max_age < 0:
+            raise PolicygenError(f"max_age must be an integer >= 0 (0: never drop by age), got {max_age!r}")
+        self.max_age = int(max_age)
         self.n_buckets, self.capacity = int(n_buckets), int(capacity)
         self.replace, self.weighting, self.exp_coef = replace, weighting, float(exp_coef)
         self.uniform_mix = float(uniform_mix)
@@ -169,7 +175,24 @@ class BucketBuffer(_ReturnScale):
             self.best_return = max(self.best_return, float(r[i]))
             stored[i] = self._insert(int(k), (self.arrivals, float(r[i]), t[i].clone()))
             self.arrivals += 1
+        if self.max_age:
+            self._drop_older_than(self.arrivals - self.max_age)
         return stored
+
+    def _drop_older_than(self, arrival: int) -> None:
+        for k in list(self.buckets):
+            kept = [e for e in self.buckets[k] if e[0] >= arrival]
+            if kept:
+                self.buckets[k] = kept
+            else:
+                del self.buckets[k]
+
+    @property
+    def best_scaled(self) -> float:
+        """Scaled best return: seen ever, or (with ``max_age``) held now; 0 before any."""
+        if self.max_age and self.buckets:
+            return float(self.scale(max(e[1] for b in self.buckets.values() for e in b)))
+        return super().best_scaled
 
     def _insert(self, k: int, entry: tuple[int, float, torch.Tensor]) -> bool:
         bucket = self.buckets.setdefault(k, [])
