@@ -138,11 +138,27 @@ def test_rescale_merges_buckets_by_replacement_rule():
     assert buf.num_buckets == 4
 
 
+def test_max_age_drops_old_policies_and_the_command_follows():
+    buf = BucketBuffer(r_min=0.0, r_max=10.0, n_buckets=10, capacity=2, max_age=3)
+    buf.add(theta(9), [9.5])  # a lucky record
+    assert buf.best_scaled == pytest.approx(0.95)
+    buf.add(torch.stack([theta(1), theta(2)]), [1.0, 2.0])
+    assert len(buf) == 3 and buf.best_scaled == pytest.approx(0.95)  # 2 newer arrivals: still held
+    buf.add(theta(3), [3.0])
+    assert sorted(buf.buckets) == [1, 2, 3] and buf.best_scaled == pytest.approx(0.3)  # dropped; c* follows
+    assert buf.best_return == 9.5  # the record is still the best ever seen
+    forever = BucketBuffer(r_min=0.0, r_max=10.0, n_buckets=10, capacity=2)
+    forever.add(theta(9), [9.5])
+    forever.add(torch.stack([theta(1), theta(2), theta(3)]), [1.0, 2.0, 3.0])
+    assert len(forever) == 4 and forever.best_scaled == pytest.approx(0.95)
+
+
 @pytest.mark.parametrize("kwargs, words", [
     (dict(n_buckets=0), ">= 1"), (dict(n_buckets=-5), ">= 1"), (dict(n_buckets=2.5), ">= 1"),
     (dict(r_min=1.0, r_max=1.0), "min < max"), (dict(r_min=5.0, r_max=1.0), "min < max"),
     (dict(r_max=float("inf")), "finite"), (dict(capacity=0), ">= 1"),
     (dict(replace="oldest"), "newest"), (dict(weighting="linear"), "reciprocal"),
+    (dict(max_age=-1), ">= 0"), (dict(max_age=2.5), ">= 0"),
 ])
 def test_bad_arguments_refused(kwargs, words):
     with pytest.raises(PolicygenError, match=words):
