@@ -163,6 +163,19 @@ def test_label_episodes_label_each_policy_with_its_mean():
     assert wide._population(64) == 10
 
 
+def test_action_loss_adds_the_behaviour_gap_at_fixed_probes():
+    algo = small(n_buckets=10, return_range=(0.0, 1.0), action_loss_weight=2.0, action_probes=16)
+    algo.buffer = algo._make_buffer(0.0, 1.0)
+    target = torch.randn(1, algo.spec.num_params) * 0.3
+    algo.buffer.add(target, [0.5])
+    with torch.no_grad():
+        g = algo.gen(torch.tensor([[0.5]]))
+        gap = forward(algo.spec, g, algo.probes) - forward(algo.spec, target, algo.probes)
+        want = float(((g - target) ** 2).mean() + 2.0 * (gap / algo.action_high).pow(2).mean())
+    assert algo.fit(1) == pytest.approx(want, rel=1e-5)
+    assert small(action_probes=16).probes.equal(algo.probes)  # fixed by the seed, nothing to save
+
+
 def test_population_grows_while_episodes_are_short():
     algo = small(rollout_repeats=2, rollout_steps=100)
     assert algo._population(64) == 2  # no episode yet
@@ -184,6 +197,7 @@ def test_population_grows_while_episodes_are_short():
                                  dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5),
                                  dict(confirm_episodes=-1), dict(confirm_episodes=1.5),
                                  dict(label_episodes=0), dict(bucket_max_age=-1),
+                                 dict(action_loss_weight=-1.0), dict(action_probes=0),
                                  dict(generator="gan"), dict(cvae_latent=0), dict(cvae_kl_weight=-1.0)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):
