@@ -132,50 +132,6 @@ def test_confirm_episodes_relabel_record_candidates_with_their_mean(k):
         assert algo.episodes == 3 + 6
 
 
-class _MeanEngine:
-    """Episode j of policy i earns theta_i[0] + j exactly; records the episodes asked per call."""
-
-    num_envs, env_steps = 64, 0
-
-    def __init__(self):
-        self.asked = []
-        self.obs_stats = type("Stats", (), {"mean": np.zeros(3), "std": np.ones(3)})()
-
-    def evaluate(self, thetas, episodes=1, update_stats=False):
-        self.asked.append(episodes)
-        per = thetas[:, 0].numpy()[:, None] + np.arange(episodes)[None, :]
-        return _Res(per.mean(axis=1).tolist())
-
-
-def test_label_episodes_label_each_policy_with_its_mean():
-    algo = small(n_buckets=10, return_range=(0.0, 100.0), label_episodes=3, rollout_repeats=2,
-                 warmup_runs=2, noise_policy=0.0)
-    engine = _MeanEngine()
-    algo.iterate(engine)  # warm-up: two copies of G(1.0)
-    g = algo.gen(torch.tensor([[1.0]]))[0, 0].item()
-    assert engine.asked == [3]
-    assert np.allclose(algo.buffer.stored_returns(), g + 1.0, atol=1e-5)  # mean of g+0, g+1, g+2
-    algo.iterate(engine)
-    assert engine.asked == [3, 3] and algo.episodes == 2 * 3 + 2 * 3
-    # the population keeps about rollout_steps env steps per iteration: k episodes per policy
-    wide = small(rollout_repeats=1, rollout_steps=300, label_episodes=3)
-    wide.last_length = 10.0
-    assert wide._population(64) == 10
-
-
-def test_action_loss_adds_the_behaviour_gap_at_fixed_probes():
-    algo = small(n_buckets=10, return_range=(0.0, 1.0), action_loss_weight=2.0, action_probes=16)
-    algo.buffer = algo._make_buffer(0.0, 1.0)
-    target = torch.randn(1, algo.spec.num_params) * 0.3
-    algo.buffer.add(target, [0.5])
-    with torch.no_grad():
-        g = algo.gen(torch.tensor([[0.5]]))
-        gap = forward(algo.spec, g, algo.probes) - forward(algo.spec, target, algo.probes)
-        want = float(((g - target) ** 2).mean() + 2.0 * (gap / algo.action_high).pow(2).mean())
-    assert algo.fit(1) == pytest.approx(want, rel=1e-5)
-    assert small(action_probes=16).probes.equal(algo.probes)  # fixed by the seed, nothing to save
-
-
 def test_population_grows_while_episodes_are_short():
     algo = small(rollout_repeats=2, rollout_steps=100)
     assert algo._population(64) == 2  # no episode yet
@@ -196,8 +152,7 @@ def test_population_grows_while_episodes_are_short():
                                  dict(rollout_steps=-1), dict(noise_scaling="layer"),
                                  dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5),
                                  dict(confirm_episodes=-1), dict(confirm_episodes=1.5),
-                                 dict(label_episodes=0), dict(bucket_max_age=-1),
-                                 dict(action_loss_weight=-1.0), dict(action_probes=0),
+                                 dict(bucket_max_age=-1),
                                  dict(generator="gan"), dict(cvae_latent=0), dict(cvae_kl_weight=-1.0)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):

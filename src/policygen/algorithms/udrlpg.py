@@ -30,7 +30,7 @@ from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
 from policygen.generators.cvae import ConditionalVAEGenerator
 from policygen.generators.hypernetwork import HyperNetwork
-from policygen.policies.flat_mlp import NOISE_SCALINGS, MLPSpec, forward, noise_scales, rebase_inputs
+from policygen.policies.flat_mlp import NOISE_SCALINGS, MLPSpec, noise_scales, rebase_inputs
 from policygen.rollout.engine import RolloutEngine
 from policygen.runs.files import load_optimizer_state, optimizer_state
 
@@ -72,11 +72,6 @@ class UDRLPGConfig:
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
     noise_scaling: str = "uniform"
     """uniform: sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) per layer (flat_mlp.noise_scales)."""
-    label_episodes: int = 1
-    """Episodes each training policy runs; its stored return (its command label) is their mean, and every
-    episode counts as env steps. 1 (official): one episode's luck labels each policy. On InvertedPendulum a
-    stored policy labelled in the middle of the range earns, re-run, 14-15% of the range away from its label
-    (within-policy std 50-80), and G regressed on such labels can be no better calibrated than they are."""
     confirm_episodes: int = 0
     """If > 0: a policy whose one training episode beats the best return stored so far (and every warm-up
     policy) is run this many more episodes, and its stored return (its command label, and so c*) is the mean
@@ -111,13 +106,6 @@ class UDRLPGConfig:
     parameter, ~2e-3 on InvertedPendulum with sigma 0.05): small, or the latent is not worth its KL."""
     cvae_probes: int = 64
     """Fixed N(0, I) probing states whose actions the CVAE's encoder reads."""
-    action_loss_weight: float = 0.0
-    """Weight of a behaviour term beside the parameter MSE: the mean squared gap between the actions of G(c_i)
-    and of theta_i at ``action_probes`` fixed N(0, I) states (normalised observation space), in units of the
-    action bound. 0 (the paper): parameters only. Why: stored policies are G(c*) + noise, and the MSE-optimal
-    G(c) is their mean, which averages away the part of the noise that made a policy earn c."""
-    action_probes: int = 64
-    """Fixed probing states of the behaviour term."""
     warmup_runs: int = 10
     """Warm-up episodes of G(1.0) before the first update."""
     warmup_noise: bool = False
@@ -159,7 +147,6 @@ class UDRLPGConfig:
     def __post_init__(self) -> None:
         positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
                     "rollout_repeats": self.rollout_repeats, "warmup_runs": self.warmup_runs,
-                    "label_episodes": self.label_episodes, "action_probes": self.action_probes,
                     "n_buckets": self.n_buckets, "bucket_max_size": self.bucket_max_size,
                     "fifo_size": self.fifo_size, "cvae_latent": self.cvae_latent, "cvae_probes": self.cvae_probes}
         for name, v in positive.items():
@@ -176,9 +163,6 @@ class UDRLPGConfig:
                                  f"noise_policy >= 0, confirm_episodes an integer >= 0; got {self.rollout_steps}, "
                                  f"{self.update_repeats}, {self.learning_rate}, {self.noise_policy}, "
                                  f"{self.confirm_episodes}")
-        if not (math.isfinite(self.action_loss_weight) and self.action_loss_weight >= 0):
-            raise PolicygenError(f"udrlpg action_loss_weight must be a finite number >= 0, got "
-                                 f"{self.action_loss_weight!r}")
         if not self.cvae_kl_weight >= 0:
             raise PolicygenError(f"udrlpg cvae_kl_weight must be >= 0, got {self.cvae_kl_weight!r}")
         if int(self.bucket_max_age) != self.bucket_max_age or self.bucket_max_age < 0:
@@ -251,9 +235,6 @@ class UDRLPG(Algorithm):
                                         hidden=config.generator_hidden, output_scaling=config.output_scaling)
         self.opt = adam(self.gen.parameters(), config.learning_rate)
         self.noise = torch.Generator().manual_seed(self.seed + 1)
-        self.probes = torch.randn(config.action_probes, self.spec.obs_dim,
-                                  generator=torch.Generator().manual_seed(self.seed + 3))
-        self.action_high = self.spec.high_tensor(torch.float32)
         self.fixed_range = self._fixed_range()
         if config.holdout_band and self.fixed_range is None:
             raise PolicygenError(f"udrlpg holdout_band {config.holdout_band} needs a fixed return range: set "
@@ -291,9 +272,7 @@ class UDRLPG(Algorithm):
         raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
         thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
         before, started = _normalisation(engine), engine.env_steps
-        k = self.config.label_episodes
-        res = engine.evaluate(thetas, episodes=k, update_stats=self._stats_move(started))
-        self.episodes += len(thetas) * (k - 1)
+        res = engine.evaluate(thetas, episodes=1, update_stats=self._stats_move(started))
         thetas = self._rebased(engine, thetas, before, started)
         returns = self._store(thetas, *self._confirmed(engine, thetas, res), res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
@@ -331,15 +310,14 @@ class UDRLPG(Algorithm):
         n = self.config.rollout_repeats
         if self.config.rollout_steps > 0 and self.last_length > 0:
             # up to 4 waves of the engine's slots: 2-step episodes are cheap, generator updates are not
-            per_policy = self.last_length * self.config.label_episodes
-            n = max(n, min(4 * slots, math.ceil(self.config.rollout_steps / per_policy)))
+            n = max(n, min(4 * slots, math.ceil(self.config.rollout_steps / self.last_length)))
         return n
 
     def _warmup(self, engine: RolloutEngine) -> dict:
         sigma = self.config.noise_policy if self.config.warmup_noise else 0.0
         thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
         # with confirmation every warm-up policy is a record candidate: a lucky one would pin c* for good
-        episodes = max(self.config.label_episodes, 1 + self.config.confirm_episodes)
+        episodes = 1 + self.config.confirm_episodes
         before, started = _normalisation(engine), engine.env_steps
         res = engine.evaluate(thetas, episodes=episodes, update_stats=self._stats_move(started))
         self.episodes += len(thetas) * (episodes - 1)
@@ -392,11 +370,7 @@ class UDRLPG(Algorithm):
             if isinstance(self.gen, ConditionalVAEGenerator):
                 loss = self.gen.loss(commands.unsqueeze(1), thetas, self.config.cvae_kl_weight, self.noise)[0]
             else:
-                generated = self.gen(commands.unsqueeze(1))
-                loss = F.mse_loss(generated, thetas)
-                if self.config.action_loss_weight > 0:
-                    gap = (forward(self.spec, generated, self.probes) - forward(self.spec, thetas, self.probes))
-                    loss = loss + self.config.action_loss_weight * (gap / self.action_high).pow(2).mean()
+                loss = F.mse_loss(self.gen(commands.unsqueeze(1)), thetas)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
