@@ -153,6 +153,22 @@ def test_max_age_drops_old_policies_and_the_command_follows():
     assert len(forever) == 4 and forever.best_scaled == pytest.approx(0.95)
 
 
+def test_max_age_survives_a_save_and_load(tmp_path):
+    from policygen.runs.files import load_state, save_state
+
+    make = lambda: BucketBuffer(r_min=0.0, r_max=10.0, n_buckets=10, capacity=2, max_age=4, seed=1)  # noqa: E731
+    buf = make()
+    for i in range(6):
+        buf.add(theta(i), [float(i)])
+    save_state(tmp_path / "s.safetensors", {"buf": buf.state_dict()}, kind="checkpoint")
+    other = make()
+    other.load_state_dict(load_state(tmp_path / "s.safetensors", kind="checkpoint")["buf"])
+    for b in (buf, other):
+        b.add(theta(7), [7.0])  # the policy of arrival 2 ages out in both
+    assert other.probabilities() == buf.probabilities() and sorted(other.buckets) == [3, 4, 5, 7]
+    assert other.best_scaled == buf.best_scaled == pytest.approx(0.7)
+
+
 @pytest.mark.parametrize("kwargs, words", [
     (dict(n_buckets=0), ">= 1"), (dict(n_buckets=-5), ">= 1"), (dict(n_buckets=2.5), ">= 1"),
     (dict(r_min=1.0, r_max=1.0), "min < max"), (dict(r_min=5.0, r_max=1.0), "min < max"),

@@ -130,7 +130,9 @@ class UDRLPGConfig:
     the best return still held. 0 (the paper): c* is the best return ever seen, and the top buckets, which
     few later policies reach, keep their policies for good, though the observation statistics move and they
     act differently (bench/results/stale-buffer.md); on Hopper c* then stays at one old, lucky label while
-    G(c*) earns a few hundred (udrlpg-hopper-s0: c* 2154 from 800k to 2.1M steps, evaluations 613-777)."""
+    G(c*) earns a few hundred (udrlpg-hopper-s0: c* 2154 from 800k to 2.1M steps, evaluations 613-777 from 900k).
+    1000 on Hopper seeds 0-2: last-20 mean 1337 / 1521 / 1562 against 900 / 1085 / 622
+    (bench/results/udrlpg-bucket-max-age)."""
     fifo_size: int = 800
     """Policies the FIFO ablation buffer keeps (newest first)."""
     return_range: tuple[float, ...] = ()

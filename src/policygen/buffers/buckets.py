@@ -191,7 +191,7 @@ class BucketBuffer(_ReturnScale):
     def best_scaled(self) -> float:
         """Scaled best return: seen ever, or (with ``max_age``) held now; 0 before any."""
         if self.max_age and self.buckets:
-            return float(self.scale(max(e[1] for b in self.buckets.values() for e in b)))
+            return float(self.scale(self.stored_returns().max()))
         return super().best_scaled
 
     def _insert(self, k: int, entry: tuple[int, float, torch.Tensor]) -> bool:
