@@ -325,27 +325,10 @@ def test_learns_inverted_pendulum_and_follows_commands(tmp_path):
 def test_cvae_rollouts_draw_a_latent_per_policy_and_evaluation_uses_zero(stub_id):
     algo = UDRLPG(UDRLPGConfig(**{**SMALL, "generator": "cvae", "cvae_latent": 3, "noise_policy": 0.0,
                                  "warmup_runs": 4}), env_info(stub_id), 0)
-    thetas = algo._noisy(np.full(4, 0.5), 0.0)
+    thetas = algo._noisy(0.5, 4, 0.0)
     assert not torch.allclose(thetas[0], thetas[1])  # no parameter noise: the latents make them differ
     algo.buffer = algo._make_buffer(0.0, 1.0)
     algo.buffer.add(thetas, [0.1, 0.2, 0.3, 0.4])
     assert algo.fit(2) is not None
     assert torch.equal(algo.generate([0.5]), algo.generate([0.5]))  # z = 0: deterministic
     assert torch.equal(algo.generate([0.5])[0], algo.gen(torch.tensor([[0.5]]), torch.zeros(1, 3))[0])
-
-
-def test_command_spread_commands_a_share_between_lowest_stored_and_best(stub_id):
-    algo = UDRLPG(UDRLPGConfig(**{**SMALL, "command_spread": 0.25}), env_info(stub_id), 0)
-    algo.buffer = algo._make_buffer(0.0, 1.0)
-    algo.buffer.add(algo._noisy(np.full(3, 1.0), 0.1), [0.2, 0.5, 0.9])
-    best = algo.buffer.best_scaled
-    commands = algo._commands(best, 16)
-    assert (commands[:12] == best).all()
-    spread = commands[12:]
-    low = float(algo.buffer.scale(0.2))
-    assert ((spread >= low) & (spread <= best)).all() and len(set(spread.tolist())) == 4
-    thetas = algo._noisy(commands, 0.0)  # noise-free: each policy is G of its own command
-    assert torch.allclose(thetas[0], thetas[11]) and not torch.allclose(thetas[0], thetas[12])
-    assert (UDRLPG(UDRLPGConfig(**SMALL), env_info(stub_id), 0)._commands(best, 16) == best).all()
-    with pytest.raises(PolicygenError, match="command_spread"):
-        UDRLPGConfig(command_spread=1.5)

@@ -68,11 +68,6 @@ class UDRLPGConfig:
     """If > 0: roll out more policies while episodes are short, about this many env steps per iteration
     (from the last iteration's mean episode length), between ``rollout_repeats`` and 4x the engine's slots.
     Keeps update cost per env step bounded; 0 (official) always rolls out ``rollout_repeats``."""
-    command_spread: float = 0.0
-    """Share of each iteration's policies commanded at a scaled return drawn uniformly between the lowest
-    return stored and c* instead of at c* (0: the paper, every policy at c*). Their hindsight pairs are G's own
-    answers to lower commands, labelled with what those answers earned, so G(c) is fitted to what G(c) does
-    (classic Upside-Down RL explores commands the same way)."""
     noise_policy: float = 0.1
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
     noise_scaling: str = "uniform"
@@ -175,8 +170,6 @@ class UDRLPGConfig:
         if int(self.bucket_max_age) != self.bucket_max_age or self.bucket_max_age < 0:
             raise PolicygenError(f"udrlpg bucket_max_age must be an integer >= 0 (0: keep policies until "
                                  f"replaced), got {self.bucket_max_age!r}")
-        if not 0.0 <= self.command_spread <= 1.0:
-            raise PolicygenError(f"udrlpg command_spread must be in [0, 1], got {self.command_spread!r}")
         if not 0.0 <= self.bucket_uniform_mix <= 1.0:
             raise PolicygenError(f"udrlpg bucket_uniform_mix must be in [0, 1], got {self.bucket_uniform_mix!r}")
         choices = {"buffer": (self.buffer, ("buckets", "fifo")), "generator": (self.generator, GENERATORS),
@@ -279,7 +272,7 @@ class UDRLPG(Algorithm):
         loss = self.fit(self.config.update_repeats)
         command = self.buffer.best_scaled
         raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
-        thetas = self._noisy(self._commands(command, self._population(engine.num_envs)), self.config.noise_policy)
+        thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
         before, started = _normalisation(engine), engine.env_steps
         res = engine.evaluate(thetas, episodes=1, update_stats=self._stats_move(started))
         thetas = self._rebased(engine, thetas, before, started)
@@ -324,7 +317,7 @@ class UDRLPG(Algorithm):
 
     def _warmup(self, engine: RolloutEngine) -> dict:
         sigma = self.config.noise_policy if self.config.warmup_noise else 0.0
-        thetas = self._noisy(np.ones(self.config.warmup_runs), sigma)
+        thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
         # with confirmation every warm-up policy is a record candidate: a lucky one would pin c* for good
         episodes = 1 + self.config.confirm_episodes
         before, started = _normalisation(engine), engine.env_steps
@@ -339,27 +332,13 @@ class UDRLPG(Algorithm):
         returns = self._store(thetas, res.train_returns, res.failed, res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": None, "loss": None}
 
-    def _commands(self, best: float, n: int) -> np.ndarray:
-        """Scaled commands of this iteration's ``n`` policies: ``best`` (c*), but ``command_spread`` of them
-        uniform between the lowest stored return and ``best``."""
-        commands = np.full(n, best)
-        k = int(round(n * self.config.command_spread))
-        if k:
-            low = float(self.buffer.scale(self.buffer.stored_returns().min()))
-            u = torch.rand(k, generator=self.noise, dtype=torch.float64).numpy()
-            commands[n - k:] = low + u * (best - low)
-        return commands
-
     @torch.no_grad()
-    def _noisy(self, commands: np.ndarray, sigma: float) -> torch.Tensor:
-        """Policies ``G(c_i) + sigma * eps_i`` (n, P), one per scaled command. The CVAE's are ``G(c_i, z_i)``
+    def _noisy(self, command: float, n: int, sigma: float) -> torch.Tensor:
+        """``n`` policies ``G(command) + sigma * eps`` (n, P); command scaled. The CVAE's are ``G(command, z_i)``
         with ``z_i`` from the prior, one per policy."""
-        n = len(commands)
-        c = torch.as_tensor(np.asarray(commands, dtype=np.float32)).reshape(n, 1)
+        c = torch.tensor([[command]], dtype=torch.float32)
         if isinstance(self.gen, ConditionalVAEGenerator):
-            base = self.gen(c, self.gen.sample_latents(n, self.noise))
-        elif bool((c == c[0]).all()):  # one generator pass for a shared command
-            base = self.gen(c[:1]).expand(n, -1)
+            base = self.gen(c.expand(n, 1), self.gen.sample_latents(n, self.noise))
         else:
             base = self.gen(c)
         eps = torch.randn(n, base.shape[1], generator=self.noise)
