@@ -131,7 +131,7 @@ class UDRLPGConfig:
     few later policies reach, keep their policies for good, though the observation statistics move and they
     act differently (bench/results/stale-buffer.md); on Hopper c* then stays at one old, lucky label while
     G(c*) earns a few hundred (udrlpg-hopper-s0: c* 2154 from 800k to 2.1M steps, evaluations 613-777 from 900k).
-    1000 on Hopper seeds 0-2: last-20 mean 1337 / 1521 / 1562 against 900 / 1085 / 622
+    1000 (``fast``) on Hopper seeds 0-2, one machine: last-20 mean 1337 / 1521 / 1562 against 900 / 1085 / 1074
     (bench/results/udrlpg-bucket-max-age)."""
     fifo_size: int = 800
     """Policies the FIFO ablation buffer keeps (newest first)."""
@@ -207,9 +207,13 @@ PAPER = dict(learning_rate=2e-6, batch_size=24, update_repeats=8, rollout_repeat
 # - no rebase_buffer (on from e8ccf74 to 2026-12-05): it held Hopper seed 2's good policies (final 1518 against
 #   52), but with it seeds 0 and 1 never learned to hop in 3M steps (best 375 / 261; without it, same machine
 #   and code, 2400 / 3141: bench/results/udrlpg-hopper-rebase-ab/README.md).
+# - bucket_max_age 1000: c* is the best return still held, not one old lucky record G never earns again
+#   (Hopper seeds 0-2, 3M steps, one machine: last-20 mean 1337 / 1521 / 1562 against 900 / 1085 / 1074 without it;
+#   Swimmer seed 0 kept its gait, final 357 against 60; the pendulum unchanged: bench/results/udrlpg-bucket-max-age).
 FAST = dict(PAPER, learning_rate=1e-3, update_repeats=64, rollout_repeats=16, rollout_steps=2000,
             noise_policy=0.05, warmup_noise=True, bucket_max_size=8, bucket_replace="newest",
-            bucket_weighting_scaling=1.0, generator_hidden=(256, 256), hand_set_range=False)
+            bucket_weighting_scaling=1.0, generator_hidden=(256, 256), hand_set_range=False,
+            bucket_max_age=1000)
 
 
 class UDRLPG(Algorithm):
