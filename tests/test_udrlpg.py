@@ -332,3 +332,9 @@ def test_cvae_rollouts_draw_a_latent_per_policy_and_evaluation_uses_zero(stub_id
     assert algo.fit(2) is not None
     assert torch.equal(algo.generate([0.5]), algo.generate([0.5]))  # z = 0: deterministic
     assert torch.equal(algo.generate([0.5])[0], algo.gen(torch.tensor([[0.5]]), torch.zeros(1, 3))[0])
+
+
+def test_fast_drops_old_policies_and_paper_keeps_them():
+    fast = make_config(UDRLPGConfig, UDRLPG.presets["fast"], None)
+    paper = make_config(UDRLPGConfig, UDRLPG.presets["paper"], None)
+    assert (fast.bucket_max_age, paper.bucket_max_age) == (1000, 0)  # paper: c* is the best return ever seen
