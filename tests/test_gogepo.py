@@ -82,6 +82,7 @@ def test_iterate_reports_metric_columns_and_fills_buffer():
     assert np.isfinite(m2["loss"])
     theta, command = algo.eval_policy()
     assert theta.shape == (algo.spec.num_params,) and command == m2["best_train_return"]
+    assert algo.env_steps == eng.env_steps > 0  # what generated_command_from is compared with
     torch.testing.assert_close(theta, algo.generate([command])[0])  # no noise at evaluation
 
 
@@ -205,6 +206,19 @@ def test_generated_commands_span_the_range_plus_drive():
     assert set(buffer_part.tolist()) <= {10.0, 50.0, 110.0}
     assert (generated >= 10 + drive).all() and (generated <= 110 + drive).all()
     assert generated.std() > 10  # spread over the range, not a constant
+
+
+def test_generated_commands_start_after_the_set_env_steps():
+    algo = tiny(generated_command_frac=0.5, generated_command_from=1000, batch_size=40)
+    algo._record(torch.zeros(3, algo.spec.num_params), np.array([10.0, 50.0, 110.0]), np.zeros(3), np.ones(3), 1)
+    algo.env_steps = 999  # as iterate() sets it from the engine
+    r, _ = algo._generator_commands()
+    assert set(r.tolist()) <= {10.0, 50.0, 110.0}  # buffer returns only
+    algo.env_steps = 1000
+    r, achieved_by = algo._generator_commands()
+    assert len(achieved_by) == 20 and not set(r[20:].tolist()) <= {10.0, 50.0, 110.0}
+    with pytest.raises(PolicygenError, match="generated_command_from"):
+        tiny(generated_command_from=-1)
 
 
 @pytest.mark.parametrize("frac", [0.0, 0.5])
