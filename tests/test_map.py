@@ -61,3 +61,13 @@ def test_snapshots_along_training_give_one_panel_each(capsys, tmp_path):
     assert [p["checkpoint"] for p in res["panels"]] == [*snaps, "latest"] and "note" not in res
     steps = [p["env_steps"] for p in res["panels"]]
     assert steps == sorted(steps) and len(set(steps)) == 3 and out.stat().st_size > 5000
+    # the same snapshots swept: the generator as it was, beside (not over) the latest sweep
+    assert main(["sweep", str(run), "--snapshot", snaps[0], "--commands", "0,500", "--episodes", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["checkpoint"] == snaps[0] and res["env_steps"] == steps[0]
+    stem = snaps[0].removesuffix(".safetensors")
+    assert json.loads((run / f"sweep-{stem}.json").read_text())["env_steps"] == steps[0]
+    assert (run / f"sweep-{stem}.png").exists() and not (run / "sweep.json").exists()
+    assert main(["sweep", str(run), "--snapshot", "snapshot-9.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "no snapshot 'snapshot-9.safetensors'; this run keeps: " + ", ".join(snaps) in err

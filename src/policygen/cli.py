@@ -148,7 +148,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from policygen.analysis.sweep import parse_commands, plot_sweep, seen_range, sweep, table
     from policygen.runs.files import atomic_write_json
 
-    loaded = load_run(a.run_dir)
+    loaded = load_run(a.run_dir, a.snapshot)
     if a.unseen_report:
         from policygen.analysis.unseen import default_commands, unseen_report, unseen_table
 
@@ -156,9 +156,11 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         result = unseen_report(loaded, commands, a.episodes, a.seed, a.backend)
     else:
         result = sweep(loaded, parse_commands(a.commands, seen_range(loaded)), a.episodes, a.seed, a.backend)
-    name = "unseen" if a.unseen_report else "sweep"
+    # a snapshot's files sit beside the latest one's, named after it, so neither overwrites the other
+    name = ("unseen" if a.unseen_report else "sweep") + (f"-{Path(a.snapshot).stem}" if a.snapshot else "")
     plot = a.plot or str(Path(a.run_dir) / f"{name}.png")
     plot_sweep(result, plot)
+    result["checkpoint"], result["env_steps"] = a.snapshot or "latest", loaded.env_steps
     result["plot"] = plot
     # beside the run, so `policygen report` finds the calibration without a shell redirect
     atomic_write_json(Path(a.run_dir) / f"{name}.json", result)
@@ -386,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
     w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, RUN_DIR/unseen.png with --unseen-report); "
                                   "the JSON is printed and written to RUN_DIR/sweep.json (unseen.json)")
+    w.add_argument("--snapshot", metavar="FILE",
+                   help="sweep the generator as it was at this snapshot (a file name in RUN_DIR/checkpoints/ kept "
+                        "by train --snapshots N) instead of the latest; writes sweep-<snapshot>.json/.png")
     w.add_argument("--unseen-report", action="store_true",
                    help="udrlpg runs: label each command seen bucket / never-filled bucket / above range / "
                         "held-out band by the final buffer, and report error and Spearman per group (default "

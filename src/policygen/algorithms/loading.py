@@ -107,5 +107,8 @@ def load_run(path: str, snapshot: str | None = None) -> LoadedRun:
                              f"evaluations are in metrics.csv and summary.json")
     if not run.has_checkpoint():
         raise PolicygenError(f"{path}: no checkpoint yet (checkpoints/latest.safetensors is missing)")
+    if snapshot is not None and snapshot not in run.snapshots():
+        kept = ", ".join(run.snapshots()) or "none (train --snapshots N keeps some)"
+        raise PolicygenError(f"{path}: no snapshot {snapshot!r}; this run keeps: {kept}")
     stats, env_steps = restore(path, algo, run.load_checkpoint(snapshot))
     return LoadedRun(run, algo, rc, stats, env_steps)
