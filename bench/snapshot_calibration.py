@@ -47,17 +47,19 @@ def main() -> int:
                         "checkpoints": rows})
         print(run, " ".join(f"{r['env_steps']}:{r['spearman']:.2f}/{100 * r['mae_frac']:.1f}%" for r in rows),
               flush=True)
-    meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    meta = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
             "commit": commit(), "command": shlex.join(["python", *sys.argv])}
     Path(a.out + ".json").write_text(json.dumps({**meta, "runs": results}, indent=1))
-    lines = [f"# Calibration along training", "",
+    lines = ["# Calibration along training", "",
              f"{meta['date']}, {meta['machine']}, commit {meta['commit'][:10]}. Re-run: `{meta['command']}`", "",
              "Spearman / MAE % of the seen range at each kept checkpoint (env steps); **bold**: both targets met.", "",
              "| seed | " + " | ".join("checkpoint" for _ in results[0]["checkpoints"]) + " |",
              "|---:|" + "---|" * len(results[0]["checkpoints"])]
     for r in results:
-        cells = [f"{c['env_steps'] / 1000:.0f}k: " + (f"**{c['spearman']:.2f} / {100 * c['mae_frac']:.1f}%**" if c["met"]
-                 else f"{c['spearman']:.2f} / {100 * c['mae_frac']:.1f}%") for c in r["checkpoints"]]
+        cells = []
+        for c in r["checkpoints"]:
+            figure = f"{c['spearman']:.2f} / {100 * c['mae_frac']:.1f}%"
+            cells.append(f"{c['env_steps'] / 1000:.0f}k: " + (f"**{figure}**" if c["met"] else figure))
         lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
     met = sum(c["met"] for r in results for c in r["checkpoints"])
     total = sum(len(r["checkpoints"]) for r in results)
