@@ -105,11 +105,13 @@ class FakeEngine:
 
     def __init__(self):
         self.calls = []
+        self.env_steps = 0  # counted as the real engines count it
 
     def evaluate(self, thetas, episodes=1, update_stats=False):
         self.calls.append(thetas.clone())
         r = (100 - thetas.norm(dim=1)).double().numpy()
         n = len(r)
+        self.env_steps += 10 * n
         return RolloutResult(r, r, np.full(n, 10.0), 10 * n, np.zeros(n, dtype=bool))
 
 
