@@ -121,9 +121,9 @@ class GoGePoConfig:
     [min + drive, max + drive] of the returns seen (the official code's "generated" command mode; the
     paper's default, 0, uses only achieved returns). Trains G at and above the commands it is given."""
     generated_command_from: int = 0
-    """Env steps before ``generated_command_frac`` takes effect (0: from the start). Training G at commands
-    over the whole seen range calibrates it, but from the start it also slows the climb (Hopper: 2 of 5
-    seeds never reached 2500 with 0.25); starting it later lets a run climb first, then calibrate."""
+    """Env steps before ``generated_command_frac`` takes effect (0: from the start), to let a run climb first
+    and calibrate later. Measured on Hopper (0.25 from 1.5M, seeds 0-4): both calibration targets on 1 of 5
+    seeds, against 3 of 5 with the share from the start (bench/results/gogepo-hopper-gc025.md)."""
     return_uniform_frac: float = 0.0
     """Share of each generator batch's buffer commands drawn evenly over the buffered returns (bins of
     equal width in return, ``RecencyBuffer.sample_by_return``) instead of by recency (0: the paper). Once a
