@@ -152,7 +152,7 @@ def test_population_grows_while_episodes_are_short():
                                  dict(rollout_steps=-1), dict(noise_scaling="layer"),
                                  dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5),
                                  dict(confirm_episodes=-1), dict(confirm_episodes=1.5),
-                                 dict(bucket_max_age=-1),
+                                 dict(bucket_max_age=-1), dict(noise_free_spread=-1), dict(noise_free_spread=0.5),
                                  dict(generator="gan"), dict(cvae_latent=0), dict(cvae_kl_weight=-1.0)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):
@@ -338,3 +338,32 @@ def test_fast_drops_old_policies_and_paper_keeps_them():
     fast = make_config(UDRLPGConfig, UDRLPG.presets["fast"], None)
     paper = make_config(UDRLPGConfig, UDRLPG.presets["paper"], None)
     assert (fast.bucket_max_age, paper.bucket_max_age) == (1000, 0)  # paper: c* is the best return ever seen
+
+
+class _RecordingEngine(_ReplayEngine):
+    num_envs, env_steps = 4, 0
+
+    class obs_stats:  # noqa: N801  (stands in for RunningStats)
+        mean, std = np.zeros(3), np.ones(3)
+
+    def evaluate(self, thetas, episodes=1, update_stats=False):
+        self.thetas = thetas.clone()
+        return super().evaluate(thetas, episodes, update_stats)
+
+
+def test_noise_free_spread_rolls_out_g_itself_across_the_seen_returns():
+    algo = small(rollout_repeats=5, noise_policy=0.1, noise_free_spread=2, update_repeats=0)
+    algo.buffer = algo._make_buffer(0.0, 100.0)
+    algo.buffer.add(torch.zeros(2, algo.spec.num_params), [20.0, 80.0])
+    algo.lowest_return, algo.best_return = 20.0, 80.0
+    engine = _RecordingEngine()
+    algo.iterate(engine)
+    thetas = engine.thetas
+    assert len(thetas) == 5
+    grid = algo.gen(torch.linspace(0.0, 1.0, 1001).unsqueeze(1)).detach()
+    for theta in thetas[3:]:  # the last two: G(c) exactly, at a command between 20 and 80 (scaled 0.2-0.8)
+        nearest = (grid - theta).norm(dim=1).argmin().item() / 1000
+        assert 0.2 - 1e-3 <= nearest <= 0.8 + 1e-3
+        assert (grid - theta).norm(dim=1).min() < 1e-3 * theta.norm()
+    noisy = (thetas[:3] - algo.gen(torch.tensor([[0.8]])).detach()).norm(dim=1)
+    assert (noisy > 0.05 * thetas[0].numel() ** 0.5).all()  # the first three explore around G(c*) with noise

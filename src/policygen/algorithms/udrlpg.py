@@ -72,6 +72,12 @@ class UDRLPGConfig:
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
     noise_scaling: str = "uniform"
     """uniform: sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) per layer (flat_mlp.noise_scales)."""
+    noise_free_spread: int = 0
+    """How many of each iteration's policies (at most all but one) are G(c) itself, without noise, at commands
+    c drawn uniformly between the lowest and the best return seen (0: the paper, every policy G(c*) + noise).
+    Their hindsight pairs (R, G(c)) lie in G's own function class, so G can fit them exactly, where it can only
+    fit the mean of noisy policies (that mean does not earn their returns); and they keep the middle buckets
+    filled with fresh policies."""
     confirm_episodes: int = 0
     """If > 0: a policy whose one training episode beats the best return stored so far (and every warm-up
     policy) is run this many more episodes, and its stored return (its command label, and so c*) is the mean
@@ -147,6 +153,8 @@ class UDRLPGConfig:
     Needs a fixed return range (``return_range`` or a hand-set one): a learned range moves the band."""
 
     def __post_init__(self) -> None:
+        if int(self.noise_free_spread) != self.noise_free_spread or self.noise_free_spread < 0:
+            raise PolicygenError(f"udrlpg noise_free_spread must be an integer >= 0, got {self.noise_free_spread!r}")
         positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
                     "rollout_repeats": self.rollout_repeats, "warmup_runs": self.warmup_runs,
                     "n_buckets": self.n_buckets, "bucket_max_size": self.bucket_max_size,
@@ -276,7 +284,11 @@ class UDRLPG(Algorithm):
         loss = self.fit(self.config.update_repeats)
         command = self.buffer.best_scaled
         raw_command = float(self.buffer.unscale(command))  # before _store: a learned range may rescale
-        thetas = self._noisy(command, self._population(engine.num_envs), self.config.noise_policy)
+        n = self._population(engine.num_envs)
+        n_spread = min(self.config.noise_free_spread, n - 1)
+        thetas = self._noisy(command, n - n_spread, self.config.noise_policy)
+        if n_spread:
+            thetas = torch.cat([thetas, self._spread(n_spread)])
         before, started = _normalisation(engine), engine.env_steps
         res = engine.evaluate(thetas, episodes=1, update_stats=self._stats_move(started))
         thetas = self._rebased(engine, thetas, before, started)
@@ -347,6 +359,14 @@ class UDRLPG(Algorithm):
             base = self.gen(c)
         eps = torch.randn(n, base.shape[1], generator=self.noise)
         return base + sigma * self.noise_scale * eps
+
+    @torch.no_grad()
+    def _spread(self, n: int) -> torch.Tensor:
+        """``n`` noise-free policies G(c) (n, P), c uniform between the lowest and the best return seen (scaled);
+        the CVAE's at z = 0, as evaluation uses it."""
+        lo = float(self.buffer.scale(self.lowest_return)) if math.isfinite(self.lowest_return) else 0.0
+        u = torch.rand(n, 1, generator=self.noise)
+        return self.gen(lo + u * (self.buffer.best_scaled - lo))
 
     def _store(self, thetas: torch.Tensor, train_returns: np.ndarray, failed: np.ndarray,
                lengths: np.ndarray) -> np.ndarray:
