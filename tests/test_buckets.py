@@ -97,21 +97,6 @@ def test_uniform_mix_spreads_a_share_evenly():
         BucketBuffer(uniform_mix=2.0)
 
 
-def test_uniform_mix_over_returns_weights_buckets_by_the_span_they_stand_for():
-    """Buckets 1, 4, 7, 9: a command uniform over [1, 10) lands nearest to them over 2, 3, 2.5 and 1.5 buckets."""
-    buf = _fill("exp")
-    buf.uniform_mix, buf.mix_over = 1.0, "returns"
-    assert np.allclose(buf.bucket_weights()[1], np.array([2.0, 3.0, 2.5, 1.5]) / 9.0)
-    buf.uniform_mix = 0.25
-    assert np.allclose(buf.bucket_weights()[1], 0.75 * _fill("exp").bucket_weights()[1]
-                       + 0.25 * np.array([2.0, 3.0, 2.5, 1.5]) / 9.0)
-    lone = BucketBuffer(0.0, 1.0, n_buckets=10, uniform_mix=1.0, mix_over="returns")
-    lone.add(theta(0), 0.5)
-    assert np.allclose(lone.bucket_weights()[1], [1.0])
-    with pytest.raises(PolicygenError, match="mix_over"):
-        BucketBuffer(mix_over="policies")
-
-
 @pytest.mark.parametrize("weighting", ["exp", "reciprocal", "uniform"])
 def test_sampling_frequencies_match_probabilities(weighting):
     buf = _fill(weighting)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from policygen.algorithms.base import Algorithm, adam
-from policygen.buffers.buckets import MIX_OVER, REPLACEMENTS, WEIGHTINGS, BucketBuffer, FifoBuffer
+from policygen.buffers.buckets import REPLACEMENTS, WEIGHTINGS, BucketBuffer, FifoBuffer
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
 from policygen.generators.cvae import ConditionalVAEGenerator
@@ -131,11 +131,6 @@ class UDRLPGConfig:
     bucket_uniform_mix: float = 0.0
     """Share of the bucket probability spread evenly over the non-empty buckets (0: the paper's weighting
     alone). The rank weighting trains G almost only on the top buckets, so G(low command) is never fitted."""
-    bucket_uniform_mix_over: str = "buckets"
-    """What ``bucket_uniform_mix`` spreads evenly over: ``buckets`` (each non-empty bucket alike) or ``returns``
-    (each bucket by the span of return it is the nearest non-empty bucket to). On a task whose returns are
-    nearly all failures or successes (a pendulum) the failures fill many buckets and ``buckets`` spends the
-    mix there; ``returns`` draws the few policies between them as often as the span they stand for."""
     bucket_max_age: int = 0
     """If > 0: a stored policy is dropped once this many newer policies have arrived, and the command c* is
     the best return still held. 0 (the paper): c* is the best return ever seen, and the top buckets, which
@@ -188,7 +183,6 @@ class UDRLPGConfig:
         choices = {"buffer": (self.buffer, ("buckets", "fifo")), "generator": (self.generator, GENERATORS),
                    "bucket_replace": (self.bucket_replace, REPLACEMENTS),
                    "bucket_weighting": (self.bucket_weighting, WEIGHTINGS),
-                   "bucket_uniform_mix_over": (self.bucket_uniform_mix_over, MIX_OVER),
                    "return_convention": (self.return_convention, RETURN_CONVENTIONS),
                    "noise_scaling": (self.noise_scaling, NOISE_SCALINGS)}
         for name, (v, ok) in choices.items():
@@ -280,8 +274,7 @@ class UDRLPG(Algorithm):
             return FifoBuffer(r_min, r_max, size=c.fifo_size, seed=seed, n_bins=c.n_buckets)
         return BucketBuffer(r_min, r_max, n_buckets=c.n_buckets, capacity=c.bucket_max_size,
                             replace=c.bucket_replace, weighting=c.bucket_weighting,
-                            exp_coef=c.bucket_weighting_scaling, uniform_mix=c.bucket_uniform_mix,
-                            mix_over=c.bucket_uniform_mix_over, seed=seed,
+                            exp_coef=c.bucket_weighting_scaling, uniform_mix=c.bucket_uniform_mix, seed=seed,
                             max_age=c.bucket_max_age)
 
     # --- the loop ---------------------------------------------------------------------------------

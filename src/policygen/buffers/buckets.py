@@ -10,12 +10,8 @@ Sampling probabilities (``BucketBuffer.probabilities`` returns them exactly):
 * order the ``m`` non-empty buckets by return, rank ``1`` (lowest) .. ``m`` (highest);
 * bucket weight ``w(rank)``: ``exp``: ``exp(exp_coef * (rank - m))`` (top bucket 1);
   ``reciprocal``: ``1 / (m - rank + 1)`` (top 1, second 1/2, ...); ``uniform``: 1;
-* ``P(bucket) = (1 - u) * w / sum(w) + u * e`` with ``u = uniform_mix`` (default 0: the paper's law; a share
-  ``u`` of the draws covers every return region, so G is trained on low commands too), where the even share
-  ``e`` is ``1 / m`` (``mix_over="buckets"``) or, with ``mix_over="returns"``, the width of return each bucket
-  is the nearest non-empty bucket to over [lowest, highest] non-empty bucket, divided by that span (a command
-  drawn uniformly over the stored returns, then the nearest non-empty bucket: the lone buckets between a
-  task's failures and its successes are drawn as often as the span they stand for), then
+* ``P(bucket) = (1 - u) * w / sum(w) + u / m`` with ``u = uniform_mix`` (default 0: the paper's law; a share
+  ``u`` of the draws covers every return region, so G is trained on low commands too), then
   ``P(entry) = P(bucket) / len(bucket)``.
 
 So how often a return region is drawn does not depend on how many policies reached it, which is the
@@ -32,7 +28,6 @@ import torch
 from policygen.errors import PolicygenError
 
 WEIGHTINGS = ("exp", "reciprocal", "uniform")
-MIX_OVER = ("buckets", "returns")
 REPLACEMENTS = ("newest", "reject")
 
 
@@ -117,8 +112,7 @@ class BucketBuffer(_ReturnScale):
     replace: when a full bucket receives a policy, ``newest`` drops the bucket's oldest policy for it,
         ``reject`` drops the newcomer (the official behaviour: early policies then stay forever).
     weighting: bucket weight by rank, ``exp``, ``reciprocal`` or ``uniform``; exp_coef: the 0.3 of ``exp``.
-    uniform_mix: share of the bucket probability spread evenly (0..1), over the non-empty buckets
-        (``mix_over="buckets"``) or over the span of stored returns (``"returns"``; see module doc).
+    uniform_mix: share of the bucket probability spread evenly over the non-empty buckets (0..1).
     max_age: if > 0, a policy is dropped once ``max_age`` newer ones have arrived, and the best return
         (the command c*) is the best of those still held; 0 (the paper) keeps policies until replaced, and
         c* is the best return ever seen.
@@ -126,7 +120,7 @@ class BucketBuffer(_ReturnScale):
 
     def __init__(self, r_min: float = 0.0, r_max: float = 1.0, n_buckets: int = 800, capacity: int = 1,
                  replace: str = "newest", weighting: str = "exp", exp_coef: float = 0.3, seed: int = 0,
-                 uniform_mix: float = 0.0, max_age: int = 0, mix_over: str = "buckets"):
+                 uniform_mix: float = 0.0, max_age: int = 0):
         super().__init__(r_min, r_max, seed)
         if int(n_buckets) != n_buckets or n_buckets < 1:
             raise PolicygenError(f"bucket count must be an integer >= 1, got {n_buckets!r}")
@@ -140,14 +134,12 @@ class BucketBuffer(_ReturnScale):
             raise PolicygenError(f"exp_coef must be a finite number >= 0, got {exp_coef!r}")
         if not 0.0 <= uniform_mix <= 1.0:
             raise PolicygenError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
-        if mix_over not in MIX_OVER:
-            raise PolicygenError(f"mix_over {mix_over!r} is not one of {list(MIX_OVER)}")
         if int(max_age) != max_age or max_age < 0:
             raise PolicygenError(f"max_age must be an integer >= 0 (0: never drop by age), got {max_age!r}")
         self.max_age = int(max_age)
         self.n_buckets, self.capacity = int(n_buckets), int(capacity)
         self.replace, self.weighting, self.exp_coef = replace, weighting, float(exp_coef)
-        self.uniform_mix, self.mix_over = float(uniform_mix), mix_over
+        self.uniform_mix = float(uniform_mix)
         self.buckets: dict[int, list[tuple[int, float, torch.Tensor]]] = {}
         """bucket index -> entries ``(arrival number, raw return, theta (P,))``, oldest first."""
         self.arrivals = 0
@@ -224,11 +216,7 @@ class BucketBuffer(_ReturnScale):
             w = np.ones(m)
         if not m:
             return ks, w
-        even = np.full(m, 1.0 / m)
-        if self.mix_over == "returns" and m > 1:  # cells between midpoints of neighbouring buckets' centres
-            edges = np.concatenate([ks[:1], (ks[:-1] + ks[1:]) / 2.0 + 0.5, ks[-1:] + 1.0])
-            even = np.diff(edges) / (ks[-1] + 1.0 - ks[0])
-        return ks, (1.0 - self.uniform_mix) * w / w.sum() + self.uniform_mix * even
+        return ks, (1.0 - self.uniform_mix) * w / w.sum() + self.uniform_mix / m
 
     def probabilities(self) -> list[tuple[int, float, float]]:
         """Exact draw probability of every stored policy: ``[(arrival number, raw return, p), ...]``."""
