@@ -77,8 +77,8 @@ class UDRLPGConfig:
     c drawn uniformly between the lowest and the best return seen (0: the paper, every policy G(c*) + noise).
     Their hindsight pairs (R, G(c)) lie in G's own function class, so G can fit them exactly, where it can only
     fit the mean of noisy policies (that mean does not earn their returns). Measured on InvertedPendulum (4 of
-    16, seeds 0-4, 300k steps): mean calibration MAE 20% against `fast`'s 28%, no seed meeting both targets
-    (bench/results/udrlpg-ip-noise-free-spread)."""
+    16, seeds 0-4, 300k steps): mean calibration MAE 20% against `fast`'s 28%, no seed meeting both targets;
+    on Swimmer (seeds 0-2, 3M) 300 on 1 of 3 seeds, MAE 30-42% (bench/results/udrlpg-noise-free-spread)."""
     confirm_episodes: int = 0
     """If > 0: a policy whose one training episode beats the best return stored so far (and every warm-up
     policy) is run this many more episodes, and its stored return (its command label, and so c*) is the mean
