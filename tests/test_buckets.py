@@ -153,18 +153,6 @@ def test_max_age_drops_old_policies_and_the_command_follows():
     assert len(forever) == 4 and forever.best_scaled == pytest.approx(0.95)
 
 
-def test_max_age_above_recent_keeps_old_policies_below_the_recent_best():
-    make = lambda scope: BucketBuffer(r_min=0.0, r_max=10.0, n_buckets=10, capacity=2, max_age=3,  # noqa: E731
-                                      age_scope=scope)
-    for scope, kept in (("all", [5, 6]), ("above_recent", [0, 1, 5, 6])):
-        buf = make(scope)
-        buf.add(torch.stack([theta(0), theta(1), theta(9)]), [0.5, 1.5, 9.5])  # low, low, a lucky record
-        buf.add(torch.stack([theta(5), theta(6), theta(6)]), [5.0, 6.0, 6.5])  # the run now earns 5-6.5
-        assert sorted(buf.buckets) == kept, scope
-        assert buf.best_scaled == pytest.approx(0.65)  # c* is the best recent return under both scopes
-        assert buf.best_return == 9.5
-
-
 def test_max_age_survives_a_save_and_load(tmp_path):
     from policygen.runs.files import load_state, save_state
 
@@ -186,7 +174,7 @@ def test_max_age_survives_a_save_and_load(tmp_path):
     (dict(r_min=1.0, r_max=1.0), "min < max"), (dict(r_min=5.0, r_max=1.0), "min < max"),
     (dict(r_max=float("inf")), "finite"), (dict(capacity=0), ">= 1"),
     (dict(replace="oldest"), "newest"), (dict(weighting="linear"), "reciprocal"),
-    (dict(max_age=-1), ">= 0"), (dict(max_age=2.5), ">= 0"), (dict(age_scope="old"), "above_recent"),
+    (dict(max_age=-1), ">= 0"), (dict(max_age=2.5), ">= 0"),
 ])
 def test_bad_arguments_refused(kwargs, words):
     with pytest.raises(PolicygenError, match=words):

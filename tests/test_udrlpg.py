@@ -152,8 +152,7 @@ def test_population_grows_while_episodes_are_short():
                                  dict(rollout_steps=-1), dict(noise_scaling="layer"),
                                  dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5),
                                  dict(confirm_episodes=-1), dict(confirm_episodes=1.5),
-                                 dict(bucket_max_age=-1), dict(bucket_age_scope="old"),
-                                 dict(noise_free_spread=-1), dict(noise_free_spread=0.5),
+                                 dict(bucket_max_age=-1), dict(noise_free_spread=-1), dict(noise_free_spread=0.5),
                                  dict(generator="gan"), dict(cvae_latent=0), dict(cvae_kl_weight=-1.0)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from policygen.algorithms.base import Algorithm, adam
-from policygen.buffers.buckets import AGE_SCOPES, REPLACEMENTS, WEIGHTINGS, BucketBuffer, FifoBuffer
+from policygen.buffers.buckets import REPLACEMENTS, WEIGHTINGS, BucketBuffer, FifoBuffer
 from policygen.envs.make import RETURN_CONVENTIONS, EnvInfo
 from policygen.errors import PolicygenError
 from policygen.generators.cvae import ConditionalVAEGenerator
@@ -140,11 +140,6 @@ class UDRLPGConfig:
     G(c*) earns a few hundred (udrlpg-hopper-s0: c* 2154 from 800k to 2.1M steps, evaluations 613-777 from 900k).
     1000 (``fast``) on Hopper seeds 0-2, one machine: last-20 mean 1337 / 1521 / 1562 against 900 / 1085 / 1074
     (bench/results/udrlpg-bucket-max-age)."""
-    bucket_age_scope: str = "all"
-    """What ``bucket_max_age`` drops: ``all`` aged policies, or ``above_recent``: only aged policies whose return
-    is above the best of the newest ``bucket_max_age`` (the old records c* must not stay pinned to). c* is the
-    same either way; with ``above_recent`` the lower buckets keep their policies, so G is still fitted at the low
-    and middle commands a calibration sweep asks for (with ``all``, a solved run holds only near-top policies)."""
     fifo_size: int = 800
     """Policies the FIFO ablation buffer keeps (newest first)."""
     return_range: tuple[float, ...] = ()
@@ -189,7 +184,6 @@ class UDRLPGConfig:
         choices = {"buffer": (self.buffer, ("buckets", "fifo")), "generator": (self.generator, GENERATORS),
                    "bucket_replace": (self.bucket_replace, REPLACEMENTS),
                    "bucket_weighting": (self.bucket_weighting, WEIGHTINGS),
-                   "bucket_age_scope": (self.bucket_age_scope, AGE_SCOPES),
                    "return_convention": (self.return_convention, RETURN_CONVENTIONS),
                    "noise_scaling": (self.noise_scaling, NOISE_SCALINGS)}
         for name, (v, ok) in choices.items():
@@ -282,7 +276,7 @@ class UDRLPG(Algorithm):
         return BucketBuffer(r_min, r_max, n_buckets=c.n_buckets, capacity=c.bucket_max_size,
                             replace=c.bucket_replace, weighting=c.bucket_weighting,
                             exp_coef=c.bucket_weighting_scaling, uniform_mix=c.bucket_uniform_mix, seed=seed,
-                            max_age=c.bucket_max_age, age_scope=c.bucket_age_scope)
+                            max_age=c.bucket_max_age)
 
     # --- the loop ---------------------------------------------------------------------------------
     def iterate(self, engine: RolloutEngine) -> dict:

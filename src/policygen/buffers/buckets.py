@@ -29,7 +29,6 @@ from policygen.errors import PolicygenError
 
 WEIGHTINGS = ("exp", "reciprocal", "uniform")
 REPLACEMENTS = ("newest", "reject")
-AGE_SCOPES = ("all", "above_recent")
 
 
 class _ReturnScale:
@@ -117,14 +116,11 @@ class BucketBuffer(_ReturnScale):
     max_age: if > 0, a policy is dropped once ``max_age`` newer ones have arrived, and the best return
         (the command c*) is the best of those still held; 0 (the paper) keeps policies until replaced, and
         c* is the best return ever seen.
-    age_scope: which aged policies ``max_age`` drops: ``all``; or ``above_recent``, only those whose return is
-        above the best of the ``max_age`` newest arrivals still held (old records that are no longer reached;
-        c* is the same as with ``all``), so lower return regions keep their policies for low commands.
     """
 
     def __init__(self, r_min: float = 0.0, r_max: float = 1.0, n_buckets: int = 800, capacity: int = 1,
                  replace: str = "newest", weighting: str = "exp", exp_coef: float = 0.3, seed: int = 0,
-                 uniform_mix: float = 0.0, max_age: int = 0, age_scope: str = "all"):
+                 uniform_mix: float = 0.0, max_age: int = 0):
         super().__init__(r_min, r_max, seed)
         if int(n_buckets) != n_buckets or n_buckets < 1:
             raise PolicygenError(f"bucket count must be an integer >= 1, got {n_buckets!r}")
@@ -140,9 +136,7 @@ class BucketBuffer(_ReturnScale):
             raise PolicygenError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
         if int(max_age) != max_age or max_age < 0:
             raise PolicygenError(f"max_age must be an integer >= 0 (0: never drop by age), got {max_age!r}")
-        if age_scope not in AGE_SCOPES:
-            raise PolicygenError(f"age scope {age_scope!r} is not one of {list(AGE_SCOPES)}")
-        self.max_age, self.age_scope = int(max_age), age_scope
+        self.max_age = int(max_age)
         self.n_buckets, self.capacity = int(n_buckets), int(capacity)
         self.replace, self.weighting, self.exp_coef = replace, weighting, float(exp_coef)
         self.uniform_mix = float(uniform_mix)
@@ -186,14 +180,8 @@ class BucketBuffer(_ReturnScale):
         return stored
 
     def _drop_older_than(self, arrival: int) -> None:
-        above = -math.inf
-        if self.age_scope == "above_recent":
-            recent = [e[1] for b in self.buckets.values() for e in b if e[0] >= arrival]
-            if not recent:  # nothing recent held (e.g. every newcomer rejected): no bar to drop above
-                return
-            above = max(recent)
         for k in list(self.buckets):
-            kept = [e for e in self.buckets[k] if e[0] >= arrival or e[1] <= above]
+            kept = [e for e in self.buckets[k] if e[0] >= arrival]
             if kept:
                 self.buckets[k] = kept
             else:
