@@ -176,28 +176,6 @@ def test_spread_noise_free_policies_cover_the_seen_range():
     assert all(np.isclose(stored, c, rtol=1e-5).any() for c in cmds)  # each policy stored with its command
 
 
-def test_spread_episodes_store_the_mean_return_of_each_spread_policy():
-    algo = tiny(noise_free_policies=3, noise_free_share=1, spread_noise_free="true", spread_episodes=3,
-                policies_per_iteration=5, steps_per_iteration=0, evaluator_steps=0, generator_steps=0)
-    eng = FakeEngine()
-    eng.evaluate = lambda thetas, episodes=1, update_stats=False: (  # job j returns j: repeats differ
-        eng.calls.append(thetas.clone()) or RolloutResult(np.arange(len(thetas), dtype=float),
-                                                          np.arange(len(thetas), dtype=float),
-                                                          np.full(len(thetas), 10.0), 10 * len(thetas),
-                                                          np.zeros(len(thetas), dtype=bool)))
-    algo.iterate(eng)  # nothing seen yet: no spread, one episode each
-    assert len(eng.calls[-1]) == 5
-    algo.iterate(eng)
-    jobs = eng.calls[-1]
-    assert len(jobs) == 5 + 2 * 2  # the 2 spread policies run twice more, appended after the 5
-    assert torch.equal(jobs[5:7], jobs[1:3]) and torch.equal(jobs[7:9], jobs[1:3])
-    stored = algo.buffer.gather(algo.buffer.newest_indices(5))["train_return"].double().numpy()
-    # newest first: policies 4, 3, 2, 1, 0 of the iteration; 1 and 2 hold the mean of jobs (1, 5, 7), (2, 6, 8)
-    assert stored.tolist() == [4.0, 3.0, (2 + 6 + 8) / 3, (1 + 5 + 7) / 3, 0.0]
-    with pytest.raises(PolicygenError, match="spread_episodes"):
-        tiny(spread_episodes=0)
-
-
 def test_spread_perturbed_policies_explore_around_g_across_the_seen_range():
     algo = tiny(noise_free_policies=1, spread_perturbed=0.5, policies_per_iteration=5, steps_per_iteration=0,
                 evaluator_steps=0, generator_steps=0)

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -110,11 +110,6 @@ class GoGePoConfig:
     """Noise-free policies after the first are G at commands drawn uniformly over the training returns seen
     (the first stays at the command): V then sees what G's own outputs achieve across the whole range, not
     only at the current command, which is where the generator is judged (calibration, evaluation)."""
-    spread_episodes: int = 1
-    """Episodes run by each spread noise-free policy (``spread_noise_free``), stored with their mean return
-    (1: one, as every other policy). On a task whose episodes either fail early or last (InvertedPendulum) a
-    single episode labels a policy that balances half the time 1000 or ~50, never ~500: V and the anchor
-    then see no middle returns at the commands where a sweep judges G."""
     spread_perturbed: float = 0.0
     """Share (on average: rounded at random) of the iteration's perturbed policies whose base is G at a command
     drawn uniformly over the training returns seen, not G at the current command (0: all explore around the
@@ -271,8 +266,6 @@ class GoGePo(Algorithm):
         for name in positive:
             if int(getattr(c, name)) < 1:
                 raise PolicygenError(f"gogepo {name} must be a positive integer, got {getattr(c, name)!r}")
-        if int(c.spread_episodes) < 1:
-            raise PolicygenError(f"gogepo spread_episodes must be a positive integer, got {c.spread_episodes!r}")
         for name in ("evaluator_steps", "generator_steps", "generated_command_from"):
             if int(getattr(c, name)) < 0:
                 raise PolicygenError(f"gogepo {name} must be >= 0, got {getattr(c, name)!r}")
@@ -395,11 +388,7 @@ class GoGePo(Algorithm):
             thetas[n - n_spread:] = self.generate(commands[n - n_spread:])
         thetas = thetas + c.sigma * self.noise_scale * noise
         ran_under = (engine.obs_stats.mean.copy(), engine.obs_stats.std.copy()) if c.rebase_buffer else None
-        k = int(c.spread_episodes) if spread else 1
-        jobs = torch.cat([thetas] + [thetas[1:n_free]] * (k - 1))  # spread policies: k episodes each
-        res = engine.evaluate(jobs, episodes=1, update_stats=True)
-        if k > 1:
-            res = _mean_repeats(res, n, slice(1, n_free), k)
+        res = engine.evaluate(thetas, episodes=1, update_stats=True)
         t1 = time.perf_counter()
         if c.rebase_buffer:
             self.buffer.set_obs_norm(engine.obs_stats.mean, engine.obs_stats.std)
@@ -550,18 +539,3 @@ class GoGePo(Algorithm):
         self.ret_min, self.ret_max = float(state["ret_min"]), float(state["ret_max"])
         self.v_loc, self.v_scale = float(state["v_loc"]), float(state["v_scale"])
         self.last_length = None if state["last_length"] is None else float(state["last_length"])
-
-
-def _mean_repeats(res, n: int, rows: slice, k: int):
-    """Fold the k-1 extra episodes of ``rows`` (appended after the first ``n`` jobs) into their means."""
-    m = rows.stop - rows.start
-    out = {}
-    for name in ("returns", "train_returns", "lengths"):
-        a = getattr(res, name)
-        head = a[:n].astype(np.float64)
-        head[rows] = np.concatenate([a[rows][None], a[n:].reshape(k - 1, m)]).mean(axis=0)
-        out[name] = head
-    failed = res.failed[:n].copy()
-    failed[rows] |= res.failed[n:].reshape(k - 1, m).any(axis=0)
-    return replace(res, failed=failed, trajectories=None, episode_returns=None, successes=None,
-                   episode_successes=None, **out)
