@@ -176,6 +176,26 @@ def test_spread_noise_free_policies_cover_the_seen_range():
     assert all(np.isclose(stored, c, rtol=1e-5).any() for c in cmds)  # each policy stored with its command
 
 
+def test_evaluator_heads_train_apart_predict_their_mean_and_round_trip():
+    algo = tiny(evaluator_heads=3)
+    eng = FakeEngine()
+    for _ in range(3):
+        algo.iterate(eng)
+    heads = algo._heads()
+    assert len(heads) == 3
+    thetas = algo.buffer.gather(algo.buffer.newest_indices(4))["theta"]
+    f = algo.evaluator.fingerprint(thetas)
+    each = torch.stack([h(f).squeeze(-1) for h in heads]).detach()
+    assert (each[0] - each[1]).abs().max() > 1e-4  # own init and own draws: the heads differ
+    raw = algo.v_loc + algo.v_scale * each.double().mean(0).numpy()
+    assert np.allclose(algo.predict_returns(thetas), raw, rtol=1e-5)
+    again = tiny(evaluator_heads=3, seed=1)
+    again.load_state_dict(algo.state_dict())
+    assert np.allclose(again.predict_returns(thetas), algo.predict_returns(thetas))
+    with pytest.raises(PolicygenError, match="evaluator_heads"):
+        tiny(evaluator_heads=0)
+
+
 def test_spread_perturbed_policies_explore_around_g_across_the_seen_range():
     algo = tiny(noise_free_policies=1, spread_perturbed=0.5, policies_per_iteration=5, steps_per_iteration=0,
                 evaluator_steps=0, generator_steps=0)

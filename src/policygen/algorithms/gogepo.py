@@ -138,6 +138,10 @@ class GoGePoConfig:
     """Episodes in the buffer before the generator is first updated (V learns alone until then): a G that
     chases an untrained V drifts into saturated policies that all fail alike, from which noise cannot
     recover."""
+    evaluator_heads: int = 1
+    """Value heads on the shared fingerprint (1: the paper's single V). With K > 1 each head is trained on its own
+    buffer draws and G minimises the mean over heads of (V_k(G(c)) - c)^2 = (mean - c)^2 + the heads' variance, so
+    G is pulled away from policies where the heads disagree (where V is guessing); predictions use the mean."""
     evaluator_steps: int = 5
     """Adam steps on the evaluator V per iteration."""
     generator_steps: int = 20
@@ -243,8 +247,12 @@ class GoGePo(Algorithm):
             self.generator = HyperNetwork(self.spec, 1, c.chunk, c.embed_dim, c.generator_hidden,
                                           c.output_scaling, c.generator_init_std or None)
             self.evaluator = FingerprintEvaluator(self.spec, c.n_probe, c.evaluator_hidden, c.probe_init)
+            # more value heads on the same probing states (their own probes are discarded)
+            self.extra_heads = torch.nn.ModuleList(
+                FingerprintEvaluator(self.spec, c.n_probe, c.evaluator_hidden, c.probe_init).mlp
+                for _ in range(int(c.evaluator_heads) - 1))
         self.opt_g = adam(self.generator.parameters(), c.generator_lr)
-        self.opt_v = adam(self.evaluator.parameters(), c.evaluator_lr)
+        self.opt_v = adam([*self.evaluator.parameters(), *self.extra_heads.parameters()], c.evaluator_lr)
         self.buffer = RecencyBuffer(self.spec.num_params, c.buffer_size, c.recency_alpha,
                                     dtype=BUFFER_DTYPES[c.buffer_dtype],
                                     rebase_spec=self.spec if c.rebase_buffer else None)
@@ -266,6 +274,8 @@ class GoGePo(Algorithm):
         for name in positive:
             if int(getattr(c, name)) < 1:
                 raise PolicygenError(f"gogepo {name} must be a positive integer, got {getattr(c, name)!r}")
+        if int(c.evaluator_heads) < 1:
+            raise PolicygenError(f"gogepo evaluator_heads must be a positive integer, got {c.evaluator_heads!r}")
         for name in ("evaluator_steps", "generator_steps", "generated_command_from"):
             if int(getattr(c, name)) < 0:
                 raise PolicygenError(f"gogepo {name} must be >= 0, got {getattr(c, name)!r}")
@@ -355,9 +365,10 @@ class GoGePo(Algorithm):
         self.v_loc, self.v_scale = self._target_scale()
         if (self.v_loc, self.v_scale) == (old_loc, old_scale):
             return
-        last = self.evaluator.mlp[-1]  # raw = loc + scale * v  must stay the same
-        last.weight.mul_(old_scale / self.v_scale)
-        last.bias.mul_(old_scale).add_(old_loc - self.v_loc).div_(self.v_scale)
+        for mlp in self._heads():
+            last = mlp[-1]  # raw = loc + scale * v  must stay the same
+            last.weight.mul_(old_scale / self.v_scale)
+            last.bias.mul_(old_scale).add_(old_loc - self.v_loc).div_(self.v_scale)
 
     # --- the loop ----------------------------------------------------------------------------------
     def generate(self, commands) -> torch.Tensor:
@@ -445,11 +456,13 @@ class GoGePo(Algorithm):
         """``evaluator_steps`` Adam steps on (V(theta) - target(R))^2 over recency samples."""
         losses = []
         for _ in range(int(self.cfg.evaluator_steps)):
-            s = self.buffer.sample(self.cfg.batch_size, self.gen)
-            # recency sampling repeats entries: evaluate each distinct one once (same loss, less work)
-            uniq, inv = torch.unique(s["index"], return_inverse=True)
-            pred = self.evaluator(self.buffer.gather(uniq)["theta"])[inv]
-            loss = (pred - self.value_target(s["train_return"])).pow(2).mean()
+            loss = 0.0
+            for mlp in self._heads():  # each head on its own draws
+                s = self.buffer.sample(self.cfg.batch_size, self.gen)
+                # recency sampling repeats entries: evaluate each distinct one once (same loss, less work)
+                uniq, inv = torch.unique(s["index"], return_inverse=True)
+                pred = mlp(self.evaluator.fingerprint(self.buffer.gather(uniq)["theta"])).squeeze(-1)[inv]
+                loss = loss + (pred - self.value_target(s["train_return"])).pow(2).mean()
             self.opt_v.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_v.step()
@@ -460,13 +473,15 @@ class GoGePo(Algorithm):
         """``generator_steps`` Adam steps on (V(G(R)) - target(R))^2, achieved returns R as commands."""
         losses = []
         self.evaluator.requires_grad_(False)  # frozen V (and probes): no wasted gradients
+        self.extra_heads.requires_grad_(False)
         try:
             for _ in range(int(self.cfg.generator_steps)):
                 r, achieved_by = self._generator_commands()
                 uniq, inv = torch.unique(r, return_inverse=True)  # V(G(c)) depends on c alone
                 fingerprints = self.evaluator.fingerprint(self.generator(self.command_input(uniq)))
-                pred = self.evaluator.mlp(fingerprints).squeeze(-1)[inv]
-                loss = (pred - self.value_target(r)).pow(2).mean()
+                target_r = self.value_target(r)
+                loss = sum((mlp(fingerprints).squeeze(-1)[inv] - target_r).pow(2).mean()
+                           for mlp in self._heads()) / len(self._heads())
                 if self.cfg.anchor_weight > 0 and len(achieved_by):
                     with torch.no_grad():
                         target = self.evaluator.fingerprint(achieved_by)
@@ -479,6 +494,7 @@ class GoGePo(Algorithm):
                 losses.append(loss.item())
         finally:
             self.evaluator.requires_grad_(True)
+            self.extra_heads.requires_grad_(True)
         return float(np.mean(losses)) if losses else math.nan
 
     def _generator_commands(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -502,6 +518,9 @@ class GoGePo(Algorithm):
             r = torch.cat([r.double(), self.ret_min + drive + u * (self.ret_max - self.ret_min)])
         return r, achieved_by
 
+    def _heads(self) -> list:
+        return [self.evaluator.mlp, *self.extra_heads]
+
     def eval_policy(self) -> tuple[torch.Tensor, float | None]:
         """G(best_command()) without noise (``first_command`` before any data)."""
         command = self.best_command()
@@ -516,12 +535,15 @@ class GoGePo(Algorithm):
     def predict_returns(self, thetas: torch.Tensor) -> np.ndarray:
         """The evaluator's V(theta) in raw return units (the run's return convention), for (B, P) thetas."""
         with torch.no_grad():
-            v = self.evaluator(torch.as_tensor(thetas, dtype=torch.float32))
+            f = self.evaluator.fingerprint(torch.as_tensor(thetas, dtype=torch.float32))
+            v = torch.stack([mlp(f).squeeze(-1) for mlp in self._heads()]).mean(0)
         return (self.v_loc + self.v_scale * v.double()).numpy()
 
     # --- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"generator": dict(self.generator.state_dict()), "evaluator": dict(self.evaluator.state_dict()),
+        heads = {"extra_heads": dict(self.extra_heads.state_dict())} if len(self.extra_heads) else {}
+        return {**heads, "generator": dict(self.generator.state_dict()),
+                "evaluator": dict(self.evaluator.state_dict()),
                 "opt_g": optimizer_state(self.opt_g), "opt_v": optimizer_state(self.opt_v),
                 "buffer": self.buffer.state_dict(), "gen": self.gen.get_state(),
                 "best_train": self.best_train, "ret_min": self.ret_min, "ret_max": self.ret_max,
@@ -531,6 +553,8 @@ class GoGePo(Algorithm):
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
         self.evaluator.load_state_dict(state["evaluator"])
+        if len(self.extra_heads):
+            self.extra_heads.load_state_dict(state["extra_heads"])
         load_optimizer_state(self.opt_g, state["opt_g"])
         load_optimizer_state(self.opt_v, state["opt_v"])
         self.buffer.load_state_dict(state["buffer"])
