@@ -270,12 +270,10 @@ class GoGePo(Algorithm):
     @staticmethod
     def _check_config(c: GoGePoConfig) -> None:
         positive = ("policies_per_iteration", "min_policies", "batch_size", "buffer_size", "n_probe", "chunk",
-                    "embed_dim")
+                    "embed_dim", "evaluator_heads")
         for name in positive:
             if int(getattr(c, name)) < 1:
                 raise PolicygenError(f"gogepo {name} must be a positive integer, got {getattr(c, name)!r}")
-        if int(c.evaluator_heads) < 1:
-            raise PolicygenError(f"gogepo evaluator_heads must be a positive integer, got {c.evaluator_heads!r}")
         for name in ("evaluator_steps", "generator_steps", "generated_command_from"):
             if int(getattr(c, name)) < 0:
                 raise PolicygenError(f"gogepo {name} must be >= 0, got {getattr(c, name)!r}")
