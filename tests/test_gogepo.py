@@ -196,34 +196,6 @@ def test_evaluator_heads_train_apart_predict_their_mean_and_round_trip():
         tiny(evaluator_heads=0)
 
 
-def test_spread_at_jumps_bisects_the_step_of_gs_response(tmp_path):
-    algo = tiny(noise_free_policies=4, noise_free_share=1, spread_noise_free="true", spread_at_jumps=1,
-                policies_per_iteration=5, steps_per_iteration=0, evaluator_steps=0, generator_steps=0)
-    eng = FakeEngine()
-    algo.iterate(eng)
-    assert len(algo.free_log) == 4  # the noise-free policies of the first iteration, with their returns
-    step = [(c, 3.0 if c <= 500 else 1000.0) for c in range(0, 1000, 100)]  # a jump between 500 and 600
-    algo.free_log = torch.tensor(step, dtype=torch.float64)
-    asked, generate = [], algo.generate
-    algo.generate = lambda cmds: asked.append(np.asarray(cmds, dtype=float)) or generate(cmds)
-    algo.iterate(eng)
-    cmds = asked[0]
-    assert len(cmds) == 4
-    assert np.all((cmds[1:] > 500) & (cmds[1:] < 600)), cmds  # all three spread commands on the step
-    assert len(algo.free_log) == 14 and torch.equal(algo.free_log[-3:, 0], torch.as_tensor(cmds[1:]))
-    save_state(tmp_path / "s.safetensors", {"algo": algo.state_dict()}, kind="checkpoint")
-    again = tiny(noise_free_policies=4, spread_noise_free="true", spread_at_jumps=1, seed=1)
-    again.load_state_dict(load_state(tmp_path / "s.safetensors", kind="checkpoint")["algo"])
-    assert torch.equal(again.free_log, algo.free_log)
-    flat = tiny(noise_free_policies=4, spread_noise_free="true", spread_at_jumps=1)
-    flat.iterate(eng)
-    flat.free_log[:, 1] = 5.0  # no jump anywhere: uniform over the seen range, as without the option
-    lo, hi = flat.seen_return_range()
-    assert np.all((flat._at_jumps(50) >= lo) & (flat._at_jumps(50) <= hi))
-    with pytest.raises(PolicygenError, match="spread_at_jumps"):
-        tiny(spread_at_jumps=-0.1)
-
-
 def test_spread_perturbed_policies_explore_around_g_across_the_seen_range():
     algo = tiny(noise_free_policies=1, spread_perturbed=0.5, policies_per_iteration=5, steps_per_iteration=0,
                 evaluator_steps=0, generator_steps=0)

@@ -74,8 +74,6 @@ from policygen.runs.files import load_optimizer_state, optimizer_state
 PAPER_RETURN_RANGES = {"Swimmer": (-100.0, 365.0), "Hopper": (-100.0, 3000.0),
                        "InvertedPendulum": (0.0, 1000.0), "MountainCarContinuous": (-100.0, 100.0)}
 RETURN_SCALINGS = ("paper", "learned")
-JUMP_WINDOW = 32
-"""Newest noise-free policies ``spread_at_jumps`` searches for steps (8 iterations of 4: G moves on)."""
 BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -112,12 +110,6 @@ class GoGePoConfig:
     """Noise-free policies after the first are G at commands drawn uniformly over the training returns seen
     (the first stays at the command): V then sees what G's own outputs achieve across the whole range, not
     only at the current command, which is where the generator is judged (calibration, evaluation)."""
-    spread_at_jumps: float = 0.0
-    """Share (on average) of the spread noise-free policies whose command is drawn not uniformly but where G's
-    response jumps: among the newest noise-free policies sorted by command, a pair of neighbours is picked with
-    probability proportional to (return difference x command gap), and the command drawn between them. A
-    uniform draw rarely lands on a narrow step of G's sweep (a pendulum's 3 -> 1000 within a few commands), so
-    the buffer keeps almost no middle returns there and V stays smooth across the step; a bisection finds it."""
     spread_perturbed: float = 0.0
     """Share (on average: rounded at random) of the iteration's perturbed policies whose base is G at a command
     drawn uniformly over the training returns seen, not G at the current command (0: all explore around the
@@ -270,8 +262,6 @@ class GoGePo(Algorithm):
         self.v_loc, self.v_scale = 0.0, 1.0  # V predicts (R - v_loc) / v_scale
         self.last_length: float | None = None  # mean episode length of the last iteration
         self.episodes = 0
-        self.free_log = torch.zeros(0, 2, dtype=torch.float64)
-        """(command, training return) of the newest noise-free policies, for ``spread_at_jumps``."""
         self.env_steps = 0
         """The engine's env-step count at the last iteration (restored with it on resume)."""
         self.profile = {"rollout": 0.0, "evaluator": 0.0, "generator": 0.0}
@@ -294,8 +284,7 @@ class GoGePo(Algorithm):
                                  f"{list(RETURN_CONVENTIONS)}")
         if c.buffer_dtype not in BUFFER_DTYPES:
             raise PolicygenError(f"buffer_dtype {c.buffer_dtype!r} is not one of {list(BUFFER_DTYPES)}")
-        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "spread_perturbed",
-                     "spread_at_jumps"):
+        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "spread_perturbed"):
             if not 0.0 <= getattr(c, name) <= 1.0:
                 raise PolicygenError(f"gogepo {name} must be in [0, 1], got {getattr(c, name)!r}")
         if not c.anchor_weight >= 0:
@@ -396,9 +385,6 @@ class GoGePo(Algorithm):
         commands = np.full(n, command)
         if c.spread_noise_free and self.episodes and n_free > 1:
             commands[1:n_free] = self._over_seen_range(n_free - 1)
-            n_jump = self._stochastic_round((n_free - 1) * c.spread_at_jumps) if c.spread_at_jumps else 0
-            if n_jump:
-                commands[n_free - n_jump:n_free] = self._at_jumps(n_jump)
         n_spread = self._stochastic_round((n - n_free) * c.spread_perturbed) if self.episodes else 0
         if n_spread:  # the last n_spread perturbed policies explore around G at commands over the seen range
             commands[n - n_spread:] = self._over_seen_range(n_spread)
@@ -421,10 +407,6 @@ class GoGePo(Algorithm):
             self._record(thetas[torch.as_tensor(ok)], res.train_returns[ok], res.returns[ok],
                          res.lengths[ok], commands[ok], ran_under)
             self._rescale_targets()
-            if c.spread_at_jumps:
-                free = ok[:n_free]
-                logged = torch.as_tensor(np.stack([commands[:n_free][free], res.train_returns[:n_free][free]], 1))
-                self.free_log = torch.cat([self.free_log, logged])[-JUMP_WINDOW:]
         v_loss = self._update_evaluator() if len(self.buffer) else math.nan
         t2 = time.perf_counter()
         g_loss = self._update_generator() if self.episodes >= max(c.generator_warmup, 1) else math.nan
@@ -442,17 +424,6 @@ class GoGePo(Algorithm):
         """``k`` commands drawn uniformly over the training returns seen."""
         u = torch.rand(k, generator=self.gen, dtype=torch.float64).numpy()
         return self.ret_min + u * (self.ret_max - self.ret_min)
-
-    def _at_jumps(self, k: int) -> np.ndarray:
-        """``k`` commands between neighbouring noise-free commands, where the achieved return jumps the most."""
-        order = torch.argsort(self.free_log[:, 0])
-        c, r = self.free_log[order, 0], self.free_log[order, 1]
-        weight = (r[1:] - r[:-1]).abs() * (c[1:] - c[:-1])
-        if not weight.sum() > 0:  # fewer than two policies, or no jump yet
-            return self._over_seen_range(k)
-        pair = torch.multinomial(weight, k, replacement=True, generator=self.gen)
-        u = torch.rand(k, generator=self.gen, dtype=torch.float64)
-        return (c[pair] + u * (c[pair + 1] - c[pair])).numpy()
 
     def _stochastic_round(self, x: float) -> int:
         """floor(x), plus one with probability frac(x): the right share on average even when an iteration
@@ -569,8 +540,6 @@ class GoGePo(Algorithm):
     # --- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         heads = {"extra_heads": dict(self.extra_heads.state_dict())} if len(self.extra_heads) else {}
-        if self.cfg.spread_at_jumps:
-            heads["free_log"] = self.free_log
         return {**heads, "generator": dict(self.generator.state_dict()),
                 "evaluator": dict(self.evaluator.state_dict()),
                 "opt_g": optimizer_state(self.opt_g), "opt_v": optimizer_state(self.opt_v),
@@ -584,8 +553,6 @@ class GoGePo(Algorithm):
         self.evaluator.load_state_dict(state["evaluator"])
         if len(self.extra_heads):
             self.extra_heads.load_state_dict(state["extra_heads"])
-        if self.cfg.spread_at_jumps:
-            self.free_log = state["free_log"].double()
         load_optimizer_state(self.opt_g, state["opt_g"])
         load_optimizer_state(self.opt_v, state["opt_v"])
         self.buffer.load_state_dict(state["buffer"])
