@@ -142,9 +142,6 @@ class GoGePoConfig:
     """Value heads on the shared fingerprint (1: the paper's single V). With K > 1 each head is trained on its own
     buffer draws and G minimises the mean over heads of (V_k(G(c)) - c)^2 = (mean - c)^2 + the heads' variance, so
     G is pulled away from policies where the heads disagree (where V is guessing); predictions use the mean."""
-    disagreement_weight: float = 1.0
-    """With ``evaluator_heads`` > 1, G's loss is (mean over heads - c)^2 + this x the heads' variance (1: the mean
-    over heads of each head's squared error); larger keeps G further from policies the heads disagree on."""
     evaluator_steps: int = 5
     """Adam steps on the evaluator V per iteration."""
     generator_steps: int = 20
@@ -290,8 +287,6 @@ class GoGePo(Algorithm):
         for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "spread_perturbed"):
             if not 0.0 <= getattr(c, name) <= 1.0:
                 raise PolicygenError(f"gogepo {name} must be in [0, 1], got {getattr(c, name)!r}")
-        if not c.disagreement_weight >= 0:
-            raise PolicygenError(f"disagreement_weight must be >= 0, got {c.disagreement_weight!r}")
         if not c.anchor_weight >= 0:
             raise PolicygenError(f"anchor_weight must be >= 0, got {c.anchor_weight!r}")
         if not c.sigma >= 0:
@@ -483,10 +478,8 @@ class GoGePo(Algorithm):
                 uniq, inv = torch.unique(r, return_inverse=True)  # V(G(c)) depends on c alone
                 fingerprints = self.evaluator.fingerprint(self.generator(self.command_input(uniq)))
                 target_r = self.value_target(r)
-                preds = torch.stack([mlp(fingerprints).squeeze(-1)[inv] for mlp in self._heads()])
-                loss = (preds.mean(0) - target_r).pow(2).mean()  # (mean - c)^2 + w * the heads' variance
-                if len(preds) > 1 and self.cfg.disagreement_weight:
-                    loss = loss + self.cfg.disagreement_weight * preds.var(0, unbiased=False).mean()
+                loss = sum((mlp(fingerprints).squeeze(-1)[inv] - target_r).pow(2).mean()
+                           for mlp in self._heads()) / len(self._heads())
                 if self.cfg.anchor_weight > 0 and len(achieved_by):
                     with torch.no_grad():
                         target = self.evaluator.fingerprint(achieved_by)
