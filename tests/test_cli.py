@@ -136,3 +136,29 @@ def test_a_run_refused_while_its_environments_are_built_leaves_nothing(capsys, t
                            "--env-kwargs", kwargs, "--out", str(out_dir), "--quiet")
     assert code == 2 and message in err and err.count("\n") == 1
     assert not out_dir.exists()
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = str(tmp_path / "ars")
+    train = [sys.executable, "-m", "policygen", "train", "ars", "--env", "InvertedPendulum-v5", "--steps", "6000",
+             "--out", run, "--quiet", "--backend", "gymnasium", "--num-envs", "8", "--checkpoint-every", "1",
+             "--set", "n_directions=2", "--set", "top=2"]
+    proc = subprocess.Popen(train, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(run, "metrics.csv")
+    while proc.poll() is None and not (os.path.exists(metrics) and open(metrics).read().count("\n") >= 2):
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[1]  # still training: 6000 steps take many iterations
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "--resume" in err, err
+    assert not os.path.exists(os.path.join(run, "summary.json"))
+    done = subprocess.run([sys.executable, "-m", "policygen", "train", "--resume", run, "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.load(open(os.path.join(run, "summary.json")))["env_steps"] >= 6000
