@@ -23,9 +23,9 @@ import json
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from policygen.algorithms.loading import load_run
+from policygen.analysis.stats import spearman
 from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine
 
@@ -55,7 +55,7 @@ def main() -> None:
     g = b.gather(b.newest_indices(None))
     theta, ret = g["theta"].float(), g["train_return"].numpy()
     v = a.predict_returns(theta)
-    ranking = {str(n): float(spearmanr(ret[:n], v[:n])[0]) for n in (64, 256, len(b))}
+    ranking = {str(n): spearman(ret[:n], v[:n]) for n in (64, 256, len(b))}
     top = np.argsort(-ret)[:10]
     command = a.next_command()
     lo, hi = a.seen_return_range()

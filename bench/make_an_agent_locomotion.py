@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from policygen.algorithms.base import make_config
 from policygen.algorithms.make_an_agent.collect import collect, collect_sb3
@@ -37,6 +36,7 @@ from policygen.algorithms.make_an_agent.generate import generate_policies, read_
 from policygen.algorithms.make_an_agent.model import MakeAnAgentConfig
 from policygen.algorithms.make_an_agent.train import load_make_an_agent, train_make_an_agent
 from policygen.algorithms.trainer import git_commit
+from policygen.analysis.stats import spearman
 from policygen.buffers.policy_dataset import PromptLayout
 from policygen.envs.stats import RunningStats
 from policygen.rollout.engine import RolloutEngine
@@ -137,12 +137,12 @@ def main() -> None:
     k = len(prompts["prompt_obs"])
     thetas, which = model.generate(prompts, k, seed=0)
     gen_returns = evaluate(model, thetas, a.env, a.episodes, seed=10)
-    rho = float(spearmanr(prompts["returns"][which], gen_returns).statistic)
+    rho = spearman(prompts["returns"][which], gen_returns)
     # the generator can only give qualities its data holds: the same over prompts no better than its best record
     from policygen.buffers.policy_dataset import PolicyDataset
     train_best = float(PolicyDataset.open(root / "data-train").load()[0]["returns"].max())
     inside = prompts["returns"][which] <= train_best
-    rho_inside = float(spearmanr(prompts["returns"][which][inside], gen_returns[inside]).statistic)
+    rho_inside = spearman(prompts["returns"][which][inside], gen_returns[inside])
     sampled = {}
     if a.samples > 1:  # one draw per prompt is noisy: the mean return of several draws is what the prompt asks for
         sampled = {"heldout": mean_of_samples(model, prompts, a.env, a.episodes, a.samples),
@@ -177,7 +177,7 @@ def correlation(model, prompt_dir: Path, env: str, episodes: int) -> dict:
     thetas, which = model.generate(prompts, len(prompts["prompt_obs"]), seed=0)
     gen = evaluate(model, thetas, env, episodes, seed=10)
     rets = prompts["returns"][which]
-    return {"prompts": len(rets), "spearman_prompt_vs_generated": float(spearmanr(rets, gen).statistic),
+    return {"prompts": len(rets), "spearman_prompt_vs_generated": spearman(rets, gen),
             "mean_abs_error": float(np.mean(np.abs(rets - gen))),
             "prompt_return_range": [float(rets.min()), float(rets.max())],
             "pairs": [[float(r), float(g)] for r, g in zip(rets, gen, strict=True)]}
@@ -192,8 +192,8 @@ def mean_of_samples(model, prompts: dict, env: str, episodes: int, samples: int)
     per_prompt = np.stack([gen[which == i] for i in range(k)])  # (k, samples)
     mean = per_prompt.mean(axis=1)
     rets = prompts["returns"]
-    single = [float(spearmanr(rets, per_prompt[:, j]).statistic) for j in range(samples)]
-    return {"prompts": k, "samples": samples, "spearman_prompt_vs_mean": float(spearmanr(rets, mean).statistic),
+    single = [spearman(rets, per_prompt[:, j]) for j in range(samples)]
+    return {"prompts": k, "samples": samples, "spearman_prompt_vs_mean": spearman(rets, mean),
             "mean_abs_error_of_mean": float(np.mean(np.abs(rets - mean))),
             "spearman_single_draw_each": single,
             "draw_std_mean": float(per_prompt.std(axis=1).mean())}
@@ -211,7 +211,7 @@ def autoencoder_roundtrip(model, data_dir: Path, env: str, episodes: int) -> dic
     with torch.no_grad():
         decoded = model.ae.decode(model.ae.encode(thetas))
     before, after = evaluate(model, thetas, env, episodes, 10), evaluate(model, decoded, env, episodes, 10)
-    return {"records": len(idx), "spearman": float(spearmanr(before, after).statistic),
+    return {"records": len(idx), "spearman": spearman(before, after),
             "mean_abs_error": float(np.mean(np.abs(before - after))), "mean_before": float(before.mean()),
             "mean_after": float(after.mean()),
             "relative_param_error": float(((decoded - thetas).norm(dim=1) / thetas.norm(dim=1)).mean())}

@@ -76,7 +76,7 @@ def main() -> None:
 
 
 def by_label(a, run, eng, labels: np.ndarray, thetas: torch.Tensor) -> None:
-    from scipy.stats import spearmanr
+    from policygen.analysis.stats import spearman
 
     # one call per episode: train returns (the run's convention) of every policy, episode by episode
     now = np.stack([eng.evaluate(thetas, episodes=1).train_returns for _ in range(a.episodes)], axis=1)
@@ -95,7 +95,7 @@ def by_label(a, run, eng, labels: np.ndarray, thetas: torch.Tensor) -> None:
             print(f"label {x:8.1f} - {y:8.1f}: {int(m.sum()):5d} policies, now {mean[m].mean():8.1f}, "
                   f"std over own episodes {spread[m].mean():6.1f}")
     if mid.sum() > 2:
-        out["middle"] = {"n": int(mid.sum()), "spearman": float(spearmanr(labels[mid], mean[mid]).statistic),
+        out["middle"] = {"n": int(mid.sum()), "spearman": spearman(labels[mid], mean[mid]),
                          "mae_frac": float(np.abs(labels[mid] - mean[mid]).mean() / width)}
         print(f"middle 80% of the label range: {int(mid.sum())} policies, Spearman label vs now "
               f"{out['middle']['spearman']:.2f}, mean |label - now| {100 * out['middle']['mae_frac']:.1f}% of range")

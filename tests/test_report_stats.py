@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policygen.analysis.stats import bootstrap_ci, iqm, mean_band, poi_ci, probability_of_improvement
+from policygen.analysis.stats import bootstrap_ci, iqm, mean_band, poi_ci, probability_of_improvement, spearman
 
 
 def test_iqm_by_hand():
@@ -59,3 +59,12 @@ def test_mean_band():
 def test_vectorised_iqm_bootstrap_equals_the_generic_one():
     scores = np.random.default_rng(3).normal(size=(7, 2))
     assert bootstrap_ci(scores, reps=300, seed=5) == pytest.approx(bootstrap_ci(scores, stat=iqm, reps=300, seed=5))
+
+
+def test_spearman_is_exact_where_a_target_sits_and_nan_when_undefined():
+    achieved = list(range(21))
+    for i, j in ((0, 8), (9, 12), (13, 15)):  # rank differences squared sum to 2 (64 + 9 + 4) = 154: rho = 9/10
+        achieved[i], achieved[j] = achieved[j], achieved[i]
+    assert spearman(range(21), achieved) == 0.9  # scipy's float arithmetic gives 0.8999999999999999
+    assert spearman(range(21), range(21)) == 1.0 and spearman(range(5), range(5, 0, -1)) == -1.0
+    assert np.isnan(spearman([1, 2, 3], [4, 4, 4])) and np.isnan(spearman([1, 2], [1, 2]))

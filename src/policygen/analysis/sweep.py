@@ -11,9 +11,9 @@ import io
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from policygen.algorithms.loading import LoadedRun
+from policygen.analysis.stats import spearman
 from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine
 from policygen.runs.files import atomic_write_bytes
@@ -81,7 +81,7 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
         "achieved_mean": [float(a) for a in achieved],
         "achieved_std": [float(s) for s in per_ep.std(axis=1)],
         "achieved_standard_mean": [float(a) for a in res.returns],
-        "spearman": float(spearmanr(commands, achieved).statistic) if len(commands) > 2 else None,
+        "spearman": spearman(commands, achieved) if len(commands) > 2 else None,
         "mae_frac": float(np.mean(np.abs(achieved - commands)) / span) if span > 0 else None,
         "outside_seen_range": outside_note(commands, seen),
     }

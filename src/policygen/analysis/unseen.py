@@ -13,12 +13,10 @@ a recency buffer whose returns were never bucketed; the report refuses it rather
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from scipy.stats import spearmanr
 
 from policygen.algorithms.loading import LoadedRun
+from policygen.analysis.stats import spearman
 from policygen.analysis.sweep import sweep
 from policygen.errors import PolicygenError
 
@@ -43,11 +41,7 @@ def default_commands(loaded: LoadedRun, n: int = 25) -> np.ndarray:
 
 
 def _spearman(c: np.ndarray, a: np.ndarray) -> float | None:
-    if len(c) < 3:
-        return None
-    with warnings.catch_warnings():  # constant achieved returns: no rank correlation, reported as None
-        warnings.simplefilter("ignore")
-        rho = float(spearmanr(c, a).statistic)
+    rho = spearman(c, a)  # constant achieved returns: no rank correlation, reported as None
     return rho if np.isfinite(rho) else None
 
 
