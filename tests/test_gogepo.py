@@ -196,31 +196,6 @@ def test_evaluator_heads_train_apart_predict_their_mean_and_round_trip():
         tiny(evaluator_heads=0)
 
 
-def test_heads_disagreement_enters_the_generator_loss_from_the_set_env_steps():
-    algo = tiny(evaluator_heads=3, disagreement_from=1000, generator_lr=0.0, generator_steps=1, anchor_weight=0.0)
-    eng = FakeEngine()
-    for _ in range(3):
-        algo.iterate(eng)
-
-    state = algo.gen.get_state()
-    loss = {}
-    for steps in (999, 1000):  # the same command draws, before and from the switch (lr 0: G stays)
-        algo.gen.set_state(state)
-        algo.env_steps = steps
-        loss[steps] = algo._update_generator()
-    algo.gen.set_state(state)
-    r, _ = algo._generator_commands()
-    with torch.no_grad():
-        f = algo.evaluator.fingerprint(algo.generator(algo.command_input(r)))
-        values = torch.stack([h(f).squeeze(-1) for h in algo._heads()]).double()
-    target = algo.value_target(r).double()
-    assert np.isclose(loss[999], (values.mean(0) - target).pow(2).mean().item(), rtol=1e-4)
-    assert np.isclose(loss[1000], (values - target).pow(2).mean().item(), rtol=1e-4)
-    assert loss[1000] - loss[999] > 1e-6  # the heads disagree: their variance is added
-    with pytest.raises(PolicygenError, match="disagreement_from"):
-        tiny(disagreement_from=-1)
-
-
 def test_spread_perturbed_policies_explore_around_g_across_the_seen_range():
     algo = tiny(noise_free_policies=1, spread_perturbed=0.5, policies_per_iteration=5, steps_per_iteration=0,
                 evaluator_steps=0, generator_steps=0)

@@ -142,10 +142,6 @@ class GoGePoConfig:
     """Value heads on the shared fingerprint (1: the paper's single V). With K > 1 each head is trained on its own
     buffer draws and G minimises the mean over heads of (V_k(G(c)) - c)^2 = (mean - c)^2 + the heads' variance, so
     G is pulled away from policies where the heads disagree (where V is guessing); predictions use the mean."""
-    disagreement_from: int = 0
-    """Env steps before the heads' variance enters G's loss (0: from the start): until then G minimises
-    (mean over heads - c)^2, so a run explores as with one (averaged) V, and is kept to where the heads agree
-    only once it has climbed. No effect with one head."""
     evaluator_steps: int = 5
     """Adam steps on the evaluator V per iteration."""
     generator_steps: int = 20
@@ -278,7 +274,7 @@ class GoGePo(Algorithm):
         for name in positive:
             if int(getattr(c, name)) < 1:
                 raise PolicygenError(f"gogepo {name} must be a positive integer, got {getattr(c, name)!r}")
-        for name in ("evaluator_steps", "generator_steps", "generated_command_from", "disagreement_from"):
+        for name in ("evaluator_steps", "generator_steps", "generated_command_from"):
             if int(getattr(c, name)) < 0:
                 raise PolicygenError(f"gogepo {name} must be >= 0, got {getattr(c, name)!r}")
         if c.return_scaling not in RETURN_SCALINGS:
@@ -482,11 +478,8 @@ class GoGePo(Algorithm):
                 uniq, inv = torch.unique(r, return_inverse=True)  # V(G(c)) depends on c alone
                 fingerprints = self.evaluator.fingerprint(self.generator(self.command_input(uniq)))
                 target_r = self.value_target(r)
-                values = torch.stack([mlp(fingerprints).squeeze(-1)[inv] for mlp in self._heads()])
-                if self.env_steps >= self.cfg.disagreement_from:  # mean error^2 + the heads' variance
-                    loss = (values - target_r).pow(2).mean()
-                else:
-                    loss = (values.mean(0) - target_r).pow(2).mean()
+                loss = sum((mlp(fingerprints).squeeze(-1)[inv] - target_r).pow(2).mean()
+                           for mlp in self._heads()) / len(self._heads())
                 if self.cfg.anchor_weight > 0 and len(achieved_by):
                     with torch.no_grad():
                         target = self.evaluator.fingerprint(achieved_by)
