@@ -138,7 +138,7 @@ def test_a_run_refused_while_its_environments_are_built_leaves_nothing(capsys, t
     assert not out_dir.exists()
 
 
-def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
+def test_sigterm_stops_a_run_at_the_end_of_its_iteration_with_a_checkpoint_and_it_resumes_there(tmp_path):
     import os
     import signal
     import subprocess
@@ -146,8 +146,9 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
     import time
 
     run = str(tmp_path / "ars")
+    # no regular checkpoint before the end: only the stop's own checkpoint can keep the rows written before it
     train = [sys.executable, "-m", "policygen", "train", "ars", "--env", "InvertedPendulum-v5", "--steps", "6000",
-             "--out", run, "--quiet", "--backend", "gymnasium", "--num-envs", "8", "--checkpoint-every", "1",
+             "--out", run, "--quiet", "--backend", "gymnasium", "--num-envs", "8", "--checkpoint-every", "100000",
              "--set", "n_directions=2", "--set", "top=2"]
     proc = subprocess.Popen(train, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = os.path.join(run, "metrics.csv")
@@ -157,8 +158,32 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "--resume" in err, err
+    assert "checkpoint saved at iteration" in err, err
     assert not os.path.exists(os.path.join(run, "summary.json"))
+    before = open(metrics).read().splitlines()
     done = subprocess.run([sys.executable, "-m", "policygen", "train", "--resume", run, "--quiet"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.load(open(os.path.join(run, "summary.json")))["env_steps"] >= 6000
+    after = open(metrics).read().splitlines()
+    assert len(after) > len(before) >= 2 and after[: len(before)] == before  # every row, wall_s included, kept
+
+
+def test_a_second_signal_stops_at_once_and_the_handlers_are_restored():
+    import os
+    import signal
+
+    import pytest
+
+    from policygen.algorithms.trainer import _StopRequest
+
+    stop = _StopRequest()
+    stop.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the first only asks
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stop.uninstall()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from policygen.errors import PolicygenError
+from policygen.errors import PolicygenError, Terminated, raise_terminated
 
 
 def _kv(items: list[str]) -> dict[str, str]:
@@ -465,21 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's or ``kill``'s stop), handled as Ctrl-C: engines closed, the resume hint printed."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # only from the main thread (signal's rule), and not over a handler someone else installed
     previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     if previous is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return args.func(args)
     except PolicygenError as e:
@@ -490,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        print(f"policygen: {how}; a training run resumes from its last checkpoint with --resume RUN_DIR",
+        print(f"policygen: {how}; a training run resumes with --resume RUN_DIR, from where it stopped if it "
+              f"finished its iteration, else from its last checkpoint",
               file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     finally:

@@ -7,3 +7,12 @@ class PolicygenError(Exception):
 
 class EnvFault(PolicygenError):
     """An environment misbehaved (non-finite reward or observation, an exception, a hang)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or ``kill``'s stop), handled as Ctrl-C: engines closed, the resume hint printed."""
+
+
+def raise_terminated(signum, frame):
+    """SIGTERM handler: raise ``Terminated``."""
+    raise Terminated

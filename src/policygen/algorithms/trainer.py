@@ -2,7 +2,9 @@
 
 Resume is exact: checkpoints are taken at fixed iteration counts, and the engine's environments are
 reseeded from (seed, iteration) at each checkpoint, so a run restarted from its last checkpoint replays
-the same episodes an uninterrupted run sees.
+the same episodes an uninterrupted run sees. A stop (Ctrl-C or SIGTERM) lets the iteration under way finish
+and checkpoints there, so nothing is lost; the resumed run reseeds at that iteration, so from there on its
+episodes differ from an uninterrupted run's. A second signal stops at once (back to the last checkpoint).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import importlib.metadata
 import math
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +29,7 @@ from policygen.algorithms.base import Algorithm, RunConfig, make_config
 from policygen.algorithms.loading import CORRUPT, open_run, restore
 from policygen.algorithms.registry import get_algorithm
 from policygen.envs.make import env_info
-from policygen.errors import EnvFault, PolicygenError
+from policygen.errors import EnvFault, PolicygenError, Terminated, raise_terminated
 from policygen.rollout.engine import RolloutEngine
 from policygen.rollout.factory import make_engine
 from policygen.runs.rundir import RunDir
@@ -170,7 +174,9 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     t0 = time.perf_counter() - loop.wall_s
     tb = _tensorboard(run, rc, engine.env_steps if state is not None else None)
     bar = _progress(rc.steps, engine.env_steps, progress, quiet)
+    stop = _StopRequest()
     try:
+        stop.install()
         while engine.env_steps < rc.steps:
             before = engine.env_steps
             m = algo.iterate(engine)
@@ -201,10 +207,17 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
             bar.update(engine.env_steps, row)
             if _snapshot_due(rc, before, engine.env_steps):
                 run.save_snapshot(_state(algo, engine, loop), engine.env_steps)
+            stopping = stop.signum is not None and engine.env_steps < rc.steps
             if loop.iteration % rc.checkpoint_every == 0 and engine.env_steps < rc.steps:
                 engine.reseed(_reseed(rc.seed, loop.iteration))
                 _checkpoint(run, algo, engine, loop)
+            elif stopping:
+                _checkpoint(run, algo, engine, loop)  # the resume reseeds at this iteration
+            if stopping:
+                bar.close()
+                stop.stop(f"checkpoint saved at iteration {loop.iteration} ({engine.env_steps} env steps)")
     finally:
+        stop.uninstall()
         bar.close()
         if tb is not None:
             tb.close()
@@ -213,6 +226,42 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
     loop.wall_s = time.perf_counter() - t0
     _checkpoint(run, algo, engine, loop)
     return _finish(run, algo, rc, loop, engine.env_steps)
+
+
+class _StopRequest:
+    """Ctrl-C or SIGTERM while training: the iteration under way finishes, the trainer checkpoints and stops.
+    A second signal stops at once. Handlers only from the main thread and only over Python's defaults (or the
+    CLI's SIGTERM handler), restored afterwards."""
+
+    OURS = {signal.SIGINT: (signal.default_int_handler,), signal.SIGTERM: (signal.SIG_DFL, raise_terminated)}
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, defaults in self.OURS.items():
+            if signal.getsignal(sig) in defaults:
+                self.previous[sig] = signal.signal(sig, self._on_signal)
+
+    def uninstall(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def stop(self, what: str) -> None:
+        """Raise the stop the first signal asked for (``Terminated`` for SIGTERM), after saying ``what``."""
+        print(f"policygen: {what}", file=sys.stderr)
+        raise Terminated if self.signum == signal.SIGTERM else KeyboardInterrupt
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.signum = signum
+        print("\npolicygen: stopping after this iteration, with a checkpoint (Ctrl-C again: stop now, back to the "
+              "last checkpoint)", file=sys.stderr)
 
 
 def _finish(run: RunDir, algo: Algorithm, rc: RunConfig, loop: _Loop, env_steps: int) -> RunDir:
