@@ -79,12 +79,6 @@ class UDRLPGConfig:
     fit the mean of noisy policies (that mean does not earn their returns). Measured on InvertedPendulum (4 of
     16, seeds 0-4, 300k steps): mean calibration MAE 20% against `fast`'s 28%, no seed meeting both targets;
     on Swimmer (seeds 0-2, 3M) 300 on 1 of 3 seeds, MAE 30-42% (bench/results/udrlpg-noise-free-spread)."""
-    label_episodes: int = 1
-    """Episodes that label every stored policy (their mean return). 1 (official): one episode, so on a task
-    whose return varies from episode to episode (Reacher's random target) a label is mostly that episode's luck,
-    and G(c), the regression's mean of the policies labelled c, drifts to the mean policy (the sweep flattens:
-    its slope is the share of label variance the policies themselves explain). Fewer policies per env step:
-    ``rollout_steps`` counts every episode."""
     confirm_episodes: int = 0
     """If > 0: a policy whose one training episode beats the best return stored so far (and every warm-up
     policy) is run this many more episodes, and its stored return (its command label, and so c*) is the mean
@@ -163,7 +157,7 @@ class UDRLPGConfig:
         if int(self.noise_free_spread) != self.noise_free_spread or self.noise_free_spread < 0:
             raise PolicygenError(f"udrlpg noise_free_spread must be an integer >= 0, got {self.noise_free_spread!r}")
         positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
-                    "rollout_repeats": self.rollout_repeats, "label_episodes": self.label_episodes, "warmup_runs": self.warmup_runs,
+                    "rollout_repeats": self.rollout_repeats, "warmup_runs": self.warmup_runs,
                     "n_buckets": self.n_buckets, "bucket_max_size": self.bucket_max_size,
                     "fifo_size": self.fifo_size, "cvae_latent": self.cvae_latent, "cvae_probes": self.cvae_probes}
         for name, v in positive.items():
@@ -297,8 +291,7 @@ class UDRLPG(Algorithm):
         if n_spread:
             thetas = torch.cat([thetas, self._spread(n_spread)])
         before, started = _normalisation(engine), engine.env_steps
-        res = engine.evaluate(thetas, episodes=self.config.label_episodes, update_stats=self._stats_move(started))
-        self.episodes += len(thetas) * (self.config.label_episodes - 1)
+        res = engine.evaluate(thetas, episodes=1, update_stats=self._stats_move(started))
         thetas = self._rebased(engine, thetas, before, started)
         returns = self._store(thetas, *self._confirmed(engine, thetas, res), res.lengths)
         return {**self._metrics(returns, len(thetas)), "command": raw_command, "loss": loss}
@@ -322,13 +315,12 @@ class UDRLPG(Algorithm):
     def _confirmed(self, engine: RolloutEngine, thetas: torch.Tensor, res) -> tuple[np.ndarray, np.ndarray]:
         """Training returns and failure flags, record candidates re-run (``confirm_episodes``) and averaged."""
         returns, failed, k = res.train_returns.copy(), res.failed.copy(), self.config.confirm_episodes
-        n = self.config.label_episodes
         cand = np.flatnonzero(~failed & (returns > self.buffer.best_return)) if k > 0 else []
         if len(cand):
             # statistics left as they are, so a policy re-based to them (rebase_buffer) runs as it did
             again = engine.evaluate(thetas[torch.as_tensor(cand)], episodes=k, update_stats=False)
             self.episodes += k * len(cand)
-            returns[cand] = (n * returns[cand] + k * again.train_returns) / (n + k)
+            returns[cand] = (returns[cand] + k * again.train_returns) / (k + 1)
             failed[cand] |= again.failed
         return returns, failed
 
@@ -337,15 +329,14 @@ class UDRLPG(Algorithm):
         n = self.config.rollout_repeats
         if self.config.rollout_steps > 0 and self.last_length > 0:
             # up to 4 waves of the engine's slots: 2-step episodes are cheap, generator updates are not
-            per_policy = self.last_length * self.config.label_episodes
-            n = max(n, min(4 * slots, math.ceil(self.config.rollout_steps / per_policy)))
+            n = max(n, min(4 * slots, math.ceil(self.config.rollout_steps / self.last_length)))
         return n
 
     def _warmup(self, engine: RolloutEngine) -> dict:
         sigma = self.config.noise_policy if self.config.warmup_noise else 0.0
         thetas = self._noisy(1.0, self.config.warmup_runs, sigma)
         # with confirmation every warm-up policy is a record candidate: a lucky one would pin c* for good
-        episodes = self.config.label_episodes + self.config.confirm_episodes
+        episodes = 1 + self.config.confirm_episodes
         before, started = _normalisation(engine), engine.env_steps
         res = engine.evaluate(thetas, episodes=episodes, update_stats=self._stats_move(started))
         self.episodes += len(thetas) * (episodes - 1)
