@@ -215,7 +215,8 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
                 _checkpoint(run, algo, engine, loop)  # the resume reseeds at this iteration
             if stopping:
                 bar.close()
-                stop.stop(f"checkpoint saved at iteration {loop.iteration} ({engine.env_steps} env steps)")
+                stop.stop(f"checkpoint saved at iteration {loop.iteration} ({engine.env_steps} env steps); "
+                          f"continue with: policygen train --resume {run.path}")
     finally:
         stop.uninstall()
         bar.close()
@@ -260,8 +261,8 @@ class _StopRequest:
         if self.signum is not None:
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         self.signum = signum
-        print("\npolicygen: stopping after this iteration, with a checkpoint (Ctrl-C again: stop now, back to the "
-              "last checkpoint)", file=sys.stderr)
+        print("\npolicygen: stopping after this iteration, with a checkpoint (a second Ctrl-C or SIGTERM stops at "
+              "once, back to the last checkpoint)", file=sys.stderr)
 
 
 def _finish(run: RunDir, algo: Algorithm, rc: RunConfig, loop: _Loop, env_steps: int) -> RunDir:
