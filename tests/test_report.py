@@ -134,3 +134,13 @@ def test_report_reads_real_runs_of_ours_and_of_a_baseline_alike(tiny_run, tmp_pa
     assert set(report["envs"]) == {"InvertedPendulum-v5", "policygen-tests/Stub-v0"}
     summary = json.loads((root / "udrl" / "summary.json").read_text())
     assert report["envs"]["policygen-tests/Stub-v0"]["table"][0]["iqm"] == pytest.approx(summary["final_eval_return"])
+
+
+def test_a_command_blind_generator_s_undefined_spearman_does_not_break_the_report(runs, tmp_path, capsys):
+    (runs / "InvertedPendulum-v5-gogepo-s1" / "sweep.json").write_text(json.dumps(
+        {"commands": [0, 500, 1000], "achieved_mean": [1000, 1000, 1000], "achieved_std": [0, 0, 0],
+         "spearman": None, "mae_frac": 0.5}))
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    calibration = json.loads((out / "report.json").read_text())["envs"]["InvertedPendulum-v5"]["calibration"]
+    assert sorted(c["spearman"] is None for c in calibration) == [False, True]

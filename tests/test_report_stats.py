@@ -68,3 +68,19 @@ def test_spearman_is_exact_where_a_target_sits_and_nan_when_undefined():
     assert spearman(range(21), achieved) == 0.9  # scipy's float arithmetic gives 0.8999999999999999
     assert spearman(range(21), range(21)) == 1.0 and spearman(range(5), range(5, 0, -1)) == -1.0
     assert np.isnan(spearman([1, 2, 3], [4, 4, 4])) and np.isnan(spearman([1, 2], [1, 2]))
+
+
+def test_an_undefined_calibration_is_none_in_the_sweep_json_and_undefined_in_its_table():
+    """A generator that ignores the command (the same return at every command) has no rank correlation: the
+    sweep writes None (strict JSON has no NaN) and its table and plot title say 'undefined'."""
+    import json
+
+    from policygen.analysis.stats import spearman_or_none
+    from policygen.analysis.sweep import table
+
+    assert spearman_or_none([1, 2, 3], [4, 4, 4]) is None and spearman_or_none([1, 2], [1, 2]) is None
+    assert spearman_or_none([1, 2, 3], [1, 3, 2]) == 0.5
+    flat = {"commands": [0.0, 50.0, 100.0], "achieved_mean": [1000.0] * 3, "achieved_std": [0.0] * 3,
+            "outside_seen_range": [], "spearman": spearman_or_none([0, 50, 100], [1000] * 3), "mae_frac": 6.5}
+    json.dumps(flat, allow_nan=False)
+    assert table(flat).splitlines()[-1] == "Spearman undefined; mean absolute error 650.0% of the range"

@@ -146,9 +146,9 @@ def plot_calibration(env: str, runs: list[RunData], path: Path) -> None:
     hi = max(max(r.sweep["commands"]) for r in runs)
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="achieved = commanded")
     for r in runs:
-        s = r.sweep
+        s, rho = r.sweep, r.sweep.get("spearman")  # None: undefined (a command-blind generator)
         ax.errorbar(s["commands"], s["achieved_mean"], yerr=s.get("achieved_std"), fmt="o-", ms=3, capsize=2,
-                    label=f"{r.algo} s{r.seed} (Spearman {s.get('spearman', float('nan')):.2f})")
+                    label=f"{r.algo} s{r.seed} (Spearman {'undefined' if rho is None else f'{rho:.2f}'})")
     ax.set_xlabel("commanded return (the run's convention)")
     ax.set_ylabel("achieved return")
     ax.set_title(f"{env}: generator calibration", fontsize=9)

@@ -6,7 +6,7 @@ a column of seeds). The interquartile mean drops the lowest and highest 25% of a
 resamples runs with replacement within each task; the 95% interval is the 2.5 and 97.5 percentiles of the
 statistic over the resamples. The probability of improvement P(X > Y) is, per task, the share of pairs
 (x_i, y_j) with x_i > y_j, ties counting one half (the Mann-Whitney U divided by n m), averaged over tasks.
-Calibration sweeps use ``spearman``.
+Calibration sweeps use ``spearman`` (``spearman_or_none`` in what they write).
 """
 
 from __future__ import annotations
@@ -102,3 +102,9 @@ def spearman(x, y) -> float:
         warnings.simplefilter("ignore")
         rho = float(spearmanr(x, y).statistic)
     return round(rho, 12) if np.isfinite(rho) else float("nan")
+
+
+def spearman_or_none(x, y) -> float | None:
+    """``spearman`` for JSON files and tables: None where it is undefined (JSON has no NaN)."""
+    rho = spearman(x, y)
+    return rho if np.isfinite(rho) else None

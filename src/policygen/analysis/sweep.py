@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from policygen.algorithms.loading import LoadedRun
-from policygen.analysis.stats import spearman
+from policygen.analysis.stats import spearman_or_none
 from policygen.errors import PolicygenError
 from policygen.rollout.engine import RolloutEngine
 from policygen.runs.files import atomic_write_bytes
@@ -81,7 +81,7 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
         "achieved_mean": [float(a) for a in achieved],
         "achieved_std": [float(s) for s in per_ep.std(axis=1)],
         "achieved_standard_mean": [float(a) for a in res.returns],
-        "spearman": spearman(commands, achieved) if len(commands) > 2 else None,
+        "spearman": spearman_or_none(commands, achieved),  # None: fewer than 3 commands or constant achieved
         "mae_frac": float(np.mean(np.abs(achieved - commands)) / span) if span > 0 else None,
         "outside_seen_range": outside_note(commands, seen),
     }
@@ -128,10 +128,7 @@ def plot_sweep(result: dict, path: str) -> None:
     # a no_survival_bonus run on an env without a bonus uses the standard return: say that, not the setting
     ax.set_xlabel("commanded return" + (f" (survival bonus {removed:g}/step removed)" if removed else ""))
     ax.set_ylabel("achieved return")
-    rho = result.get("spearman")
-    ax.set_title(f"{result['algorithm']} on {result['env_id']}"
-                 + (f": Spearman {rho:.2f}, MAE {100 * result['mae_frac']:.0f}% of range" if rho is not None else ""),
-                 fontsize=9)
+    ax.set_title(f"{result['algorithm']} on {result['env_id']}: {_calibration(result, 2, 0)}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -150,7 +147,14 @@ def table(result: dict) -> str:
                                       strict=True)):
         v = f" {pred[k]:9.1f}" if pred else ""
         lines.append(f"{c:10.1f} {m:10.1f} {s:8.1f}{v}  {'outside seen range' if c in outside else ''}")
-    rho, mae = result.get("spearman"), result.get("mae_frac")
-    if rho is not None:
-        lines.append(f"Spearman rank correlation {rho:.3f}; mean absolute error {100 * mae:.1f}% of the range")
+    lines.append(_calibration(result, 3, 1))
     return "\n".join(lines)
+
+
+def _calibration(result: dict, rho_digits: int, mae_digits: int) -> str:
+    """'Spearman ...; MAE ...% of range'; a Spearman of None (fewer than 3 commands, or the same achieved return
+    at every command) reads 'undefined'."""
+    rho, mae = result.get("spearman"), result.get("mae_frac")
+    rho_s = "undefined" if rho is None else f"{rho:.{rho_digits}f}"
+    mae_s = "undefined" if mae is None else f"{100 * mae:.{mae_digits}f}% of the range"
+    return f"Spearman {rho_s}; mean absolute error {mae_s}"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from policygen.algorithms.loading import LoadedRun
-from policygen.analysis.stats import spearman
+from policygen.analysis.stats import spearman_or_none
 from policygen.analysis.sweep import sweep
 from policygen.errors import PolicygenError
 
@@ -40,11 +40,6 @@ def default_commands(loaded: LoadedRun, n: int = 25) -> np.ndarray:
     return np.linspace(lo, hi + ABOVE * (hi - lo), n)
 
 
-def _spearman(c: np.ndarray, a: np.ndarray) -> float | None:
-    rho = spearman(c, a)  # constant achieved returns: no rank correlation, reported as None
-    return rho if np.isfinite(rho) else None
-
-
 def group_summary(commands, achieved, groups: list[str], span: float) -> dict:
     """Per group: n, mean |achieved - commanded| (raw and / ``span``), mean signed error, Spearman."""
     c, a, g = np.asarray(commands, float), np.asarray(achieved, float), np.asarray(groups)
@@ -54,7 +49,7 @@ def group_summary(commands, achieved, groups: list[str], span: float) -> dict:
         err = a[m] - c[m]
         out[name] = {"n": int(m.sum()), "mae": float(np.abs(err).mean()),
                      "mae_frac": float(np.abs(err).mean() / span) if span > 0 else None,
-                     "mean_error": float(err.mean()), "spearman": _spearman(c[m], a[m])}
+                     "mean_error": float(err.mean()), "spearman": spearman_or_none(c[m], a[m])}
     return out
 
 
