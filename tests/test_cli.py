@@ -160,6 +160,7 @@ def test_sigterm_stops_a_run_at_the_end_of_its_iteration_with_a_checkpoint_and_i
     assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "--resume" in err, err
     assert "checkpoint saved at iteration" in err, err
     assert not os.path.exists(os.path.join(run, "summary.json"))
+    assert json.load(open(os.path.join(run, "status.json"))) == {"status": "stopped", "reason": "SIGTERM"}
     before = open(metrics).read().splitlines()
     done = subprocess.run([sys.executable, "-m", "policygen", "train", "--resume", run, "--quiet"],
                           capture_output=True, text=True, timeout=300)

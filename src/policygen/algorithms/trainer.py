@@ -214,6 +214,7 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
             elif stopping:
                 _checkpoint(run, algo, engine, loop)  # the resume reseeds at this iteration
             if stopping:
+                run.set_status("stopped", reason="SIGTERM" if stop.signum == signal.SIGTERM else "interrupted")
                 bar.close()
                 stop.stop(f"checkpoint saved at iteration {loop.iteration} ({engine.env_steps} env steps); "
                           f"continue with: policygen train --resume {run.path}")
