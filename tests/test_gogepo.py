@@ -259,28 +259,6 @@ def test_return_uniform_share_trains_the_generator_at_rare_middle_returns(frac):
     torch.testing.assert_close(anchored, thetas[by_return[50.0]].expand_as(anchored), rtol=1e-3, atol=1e-3)
 
 
-def test_input_scaling_weakens_one_input_column_of_the_perturbed_policies():
-    algo = tiny(noise_free_policies=1, input_scale_share=1.0, sigma=0.0, policies_per_iteration=5,
-                steps_per_iteration=0, evaluator_steps=0, generator_steps=0)
-    eng = FakeEngine()
-    algo.iterate(eng)
-    command = algo.next_command()
-    algo.iterate(eng)
-    base, thetas = algo.generate([command])[0], eng.calls[-1]
-    torch.testing.assert_close(thetas[0], base)  # the noise-free policy is G(command)
-    spec = algo.spec
-    width = spec.hidden[0]
-    for theta in thetas[1:]:
-        ratio = (theta[:spec.obs_dim * width] / base[:spec.obs_dim * width]).view(width, spec.obs_dim)
-        changed = [j for j in range(spec.obs_dim) if not torch.allclose(ratio[:, j], torch.ones(width))]
-        assert len(changed) == 1  # one input's column, every unit alike, by a factor in [0, 1)
-        u = ratio[0, changed[0]]
-        assert 0 <= u < 1 and torch.allclose(ratio[:, changed[0]], u.expand(width), atol=1e-5)
-        torch.testing.assert_close(theta[spec.obs_dim * width:], base[spec.obs_dim * width:])
-    with pytest.raises(PolicygenError, match="input_scale_share"):
-        tiny(input_scale_share=2.0)
-
-
 def test_calibration_phase_starts_spread_exploration_and_even_commands_at_the_set_env_steps():
     algo = tiny(noise_free_policies=1, spread_perturbed=1.0, return_uniform_frac=0.5, calibrate_from=10**9,
                 policies_per_iteration=5, steps_per_iteration=0, evaluator_steps=0, generator_steps=0,

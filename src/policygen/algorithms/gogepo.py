@@ -124,12 +124,6 @@ class GoGePoConfig:
     """Env steps before ``generated_command_frac`` takes effect (0: from the start), to let a run climb first
     and calibrate later. Measured on Hopper (0.25 from 1.5M, seeds 0-4): both calibration targets on 1 of 5
     seeds, against 3 of 5 with the share from the start (bench/results/gogepo-hopper-gc025.md)."""
-    input_scale_share: float = 0.0
-    """Share (rounded at random) of the iteration's perturbed policies whose first layer has one input's column,
-    picked at random, scaled by u ~ U(0, 1) before the noise (0: the paper's Gaussian noise alone). Gaussian
-    noise around a policy that feeds back the pendulum's cart position finds returns of 1000 or a cliff; the
-    same policy with that feedback weakened and a push drifts into the rail's end after a time the push sets,
-    a smooth family of middle returns (bench/pendulum_family.py). Experimental."""
     calibrate_from: int = 0
     """Env steps before ``spread_perturbed`` and ``return_uniform_frac`` take effect (0: from the start): a late
     calibration phase, exploring around G at middle commands and training G there once the run has climbed,
@@ -294,8 +288,7 @@ class GoGePo(Algorithm):
                                  f"{list(RETURN_CONVENTIONS)}")
         if c.buffer_dtype not in BUFFER_DTYPES:
             raise PolicygenError(f"buffer_dtype {c.buffer_dtype!r} is not one of {list(BUFFER_DTYPES)}")
-        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "spread_perturbed",
-                     "input_scale_share"):
+        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "spread_perturbed"):
             if not 0.0 <= getattr(c, name) <= 1.0:
                 raise PolicygenError(f"gogepo {name} must be in [0, 1], got {getattr(c, name)!r}")
         if not c.anchor_weight >= 0:
@@ -407,15 +400,6 @@ class GoGePo(Algorithm):
         thetas = torch.cat([bases, bases[:1].expand(n - len(bases), -1)])
         if n_spread:
             thetas[n - n_spread:] = self.generate(commands[n - n_spread:])
-        n_scaled = self._stochastic_round((n - n_free) * c.input_scale_share) if self.episodes else 0
-        if n_scaled:
-            thetas = thetas.clone()
-            rows = torch.arange(n_free, n_free + n_scaled)
-            inputs = torch.randint(self.spec.obs_dim, (n_scaled,), generator=self.gen)
-            u = torch.rand(n_scaled, generator=self.gen)
-            width = self.spec.hidden[0] if self.spec.hidden else self.spec.act_dim
-            w1 = thetas[:, :self.spec.obs_dim * width].view(n, width, self.spec.obs_dim)  # rows: (out, in)
-            w1[rows, :, inputs] *= u[:, None]
         thetas = thetas + c.sigma * self.noise_scale * noise
         ran_under = (engine.obs_stats.mean.copy(), engine.obs_stats.std.copy()) if c.rebase_buffer else None
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
