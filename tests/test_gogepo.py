@@ -259,30 +259,6 @@ def test_return_uniform_share_trains_the_generator_at_rare_middle_returns(frac):
     torch.testing.assert_close(anchored, thetas[by_return[50.0]].expand_as(anchored), rtol=1e-3, atol=1e-3)
 
 
-def test_calibration_phase_starts_spread_exploration_and_even_commands_at_the_set_env_steps():
-    algo = tiny(noise_free_policies=1, spread_perturbed=1.0, return_uniform_frac=0.5, calibrate_from=10**9,
-                policies_per_iteration=5, steps_per_iteration=0, evaluator_steps=0, generator_steps=0,
-                batch_size=40)
-    eng = FakeEngine()
-    algo.iterate(eng)
-    asked, generate = [], algo.generate
-    algo.generate = lambda cmds: asked.append(np.asarray(cmds, dtype=float)) or generate(cmds)
-    algo.iterate(eng)
-    assert len(asked) == 1  # before the phase: every perturbed policy around G(command)
-    thetas = torch.randn(101, algo.spec.num_params)
-    returns = np.array([5.0] * 50 + [50.0] + [100.0] * 50)
-    algo._record(thetas, returns, returns, np.ones(101), 1)
-    middle = lambda: float(torch.cat([algo._generator_commands()[0] for _ in range(50)]).eq(50.0).double().mean())  # noqa: E731
-    assert middle() < 0.05  # recency draws only
-    algo.cfg.calibrate_from = eng.env_steps  # the phase has begun
-    assert middle() > 0.1
-    asked.clear()
-    algo.iterate(eng)
-    assert len(asked) == 2 and len(asked[1]) == 4  # the 4 perturbed policies explore at spread commands
-    with pytest.raises(PolicygenError, match="calibrate_from"):
-        tiny(calibrate_from=-1)
-
-
 @pytest.mark.parametrize("weight", [0.0, 1.0])
 def test_anchor_gives_the_generator_a_gradient_where_the_evaluator_is_flat(weight, seed=0):
     algo = tiny(anchor_weight=weight, generator_steps=1)

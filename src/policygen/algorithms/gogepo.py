@@ -124,10 +124,6 @@ class GoGePoConfig:
     """Env steps before ``generated_command_frac`` takes effect (0: from the start), to let a run climb first
     and calibrate later. Measured on Hopper (0.25 from 1.5M, seeds 0-4): both calibration targets on 1 of 5
     seeds, against 3 of 5 with the share from the start (bench/results/gogepo-hopper-gc025.md)."""
-    calibrate_from: int = 0
-    """Env steps before ``spread_perturbed`` and ``return_uniform_frac`` take effect (0: from the start): a late
-    calibration phase, exploring around G at middle commands and training G there once the run has climbed,
-    where from the start they cost Hopper its take-off (spread_perturbed)."""
     return_uniform_frac: float = 0.0
     """Share of each generator batch's buffer commands drawn evenly over the buffered returns (bins of
     equal width in return, ``RecencyBuffer.sample_by_return``) instead of by recency (0: the paper). Once a
@@ -278,7 +274,7 @@ class GoGePo(Algorithm):
         for name in positive:
             if int(getattr(c, name)) < 1:
                 raise PolicygenError(f"gogepo {name} must be a positive integer, got {getattr(c, name)!r}")
-        for name in ("evaluator_steps", "generator_steps", "generated_command_from", "calibrate_from"):
+        for name in ("evaluator_steps", "generator_steps", "generated_command_from"):
             if int(getattr(c, name)) < 0:
                 raise PolicygenError(f"gogepo {name} must be >= 0, got {getattr(c, name)!r}")
         if c.return_scaling not in RETURN_SCALINGS:
@@ -389,8 +385,7 @@ class GoGePo(Algorithm):
         commands = np.full(n, command)
         if c.spread_noise_free and self.episodes and n_free > 1:
             commands[1:n_free] = self._over_seen_range(n_free - 1)
-        spread_share = c.spread_perturbed if self.env_steps >= c.calibrate_from else 0.0
-        n_spread = self._stochastic_round((n - n_free) * spread_share) if self.episodes else 0
+        n_spread = self._stochastic_round((n - n_free) * c.spread_perturbed) if self.episodes else 0
         if n_spread:  # the last n_spread perturbed policies explore around G at commands over the seen range
             commands[n - n_spread:] = self._over_seen_range(n_spread)
         noise = torch.randn(n, self.spec.num_params, generator=self.gen)
@@ -507,8 +502,7 @@ class GoGePo(Algorithm):
         share = self.cfg.generated_command_frac if self.env_steps >= self.cfg.generated_command_from else 0.0
         n_gen = min(b, int(round(b * share)))
         if n_gen < b:
-            even = self.cfg.return_uniform_frac if self.env_steps >= self.cfg.calibrate_from else 0.0
-            n_even = min(b - n_gen, int(round(b * even)))
+            n_even = min(b - n_gen, int(round(b * self.cfg.return_uniform_frac)))
             parts = [self.buffer.sample(b - n_gen - n_even, self.gen)] if n_even < b - n_gen else []
             if n_even:
                 parts.append(self.buffer.sample_by_return(n_even, self.gen))
