@@ -122,3 +122,34 @@ def test_declared_suites_are_what_the_issue_asks():
     mujoco = cells(SUITES["paper-mujoco"])
     assert {c.steps for c in mujoco if c.algo in ("gogepo", "udrlpg", "ars")} == {3_000_000}
     assert {c.env for c in mujoco} == {"Swimmer-v5", "Hopper-v5"} and {c.seed for c in mujoco} == {0, 1, 2}
+
+
+def test_ctrl_c_on_a_suite_lets_its_cells_checkpoint_where_they_are_and_the_suite_continues(tmp_path, capsys):
+    """Ctrl-C reaches the suite's whole process group. The cells run in their own sessions, so each gets exactly
+    one SIGTERM from the suite: it finishes its iteration, checkpoints and exits (two signals would stop it at
+    once, losing the rows since its last checkpoint). The same command then continues the cell from there."""
+    long = {"groups": [{"algos": ["ars"], "envs": ["Pendulum-v1"], "seeds": [0], "steps": 60000,
+                        "eval_every": 60000, "eval_episodes": 1, "set": {"ars": ["n_directions=2", "top=2"]}}]}
+    suite = tmp_path / "long.json"
+    suite.write_text(json.dumps(long))
+    out = tmp_path / "suite"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    # as a terminal would: SIGINT not ignored (a background job's children inherit SIG_IGN), own process group
+    argv = [sys.executable, "-m", "policygen", "bench", "suite", str(suite), "--out", str(out), "--jobs", "1"]
+    start = f"import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, {argv!r})"
+    proc = subprocess.Popen([sys.executable, "-c", start], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = out / "runs" / "Pendulum-v1-ars-s0" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "[suite] stopping: 1 running cell" in err, err
+    status = json.loads((metrics.parent / "status.json").read_text())
+    assert status == {"status": "stopped", "reason": "SIGTERM"} and not (metrics.parent / "summary.json").exists()
+    before = metrics.read_text().splitlines()
+    result = _run(str(suite), out, capsys, jobs="1")
+    assert result["resumed"] == ["Pendulum-v1-ars-s0"] and not result["failed"]
+    after = metrics.read_text().splitlines()
+    assert len(after) > len(before) >= 3 and after[: len(before)] == before

@@ -162,8 +162,9 @@ def _launch(cell: Cell, out: Path, env_threads: int) -> tuple[subprocess.Popen, 
     log = open(out / "logs" / f"{cell.name}.log", "ab")  # noqa: SIM115 (closed when the process ends)
     log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} {how}: policygen {' '.join(argv)}\n".encode())
     log.flush()
+    # its own session: a Ctrl-C reaches only the suite, which passes each cell one SIGTERM (_stop_cells)
     proc = subprocess.Popen([sys.executable, "-m", "policygen", *argv], stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent, start_new_session=True)
     log.close()
     return proc, how
 
@@ -190,21 +191,44 @@ def run_suite(name: str, out: str, jobs: int = 2, todo: list[Cell] | None = None
               states.values()), "running_elsewhere": [c.name for c, s in states.items() if s == "running"],
               "started": [], "resumed": [], "failed": []}
     live: dict[subprocess.Popen, Cell] = {}
-    while queue or live:
-        while queue and len(live) < jobs:
-            cell = queue.pop(0)
-            proc, how = _launch(cell, out_p, env_threads)
-            live[proc] = cell
-            result[how].append(cell.name)
-            echo(f"[suite] {how} {cell.name}")
-        time.sleep(0.2)
-        for proc in [p for p in live if p.poll() is not None]:
-            cell = live.pop(proc)
-            ok = proc.returncode == 0 and cell_state(out_p / "runs" / cell.name) == "done"
-            if not ok:
-                result["failed"].append({"cell": cell.name, "exit": proc.returncode, "error": _last_error(out_p, cell)})
-            echo(f"[suite] {'finished' if ok else 'FAILED'} {cell.name}")
+    try:
+        while queue or live:
+            while queue and len(live) < jobs:
+                cell = queue.pop(0)
+                proc, how = _launch(cell, out_p, env_threads)
+                live[proc] = cell
+                result[how].append(cell.name)
+                echo(f"[suite] {how} {cell.name}")
+            time.sleep(0.2)
+            for proc in [p for p in live if p.poll() is not None]:
+                cell = live.pop(proc)
+                ok = proc.returncode == 0 and cell_state(out_p / "runs" / cell.name) == "done"
+                if not ok:
+                    result["failed"].append({"cell": cell.name, "exit": proc.returncode,
+                                             "error": _last_error(out_p, cell)})
+                echo(f"[suite] {'finished' if ok else 'FAILED'} {cell.name}")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (the CLI raises it for both)
+        _stop_cells(live, echo)
+        raise
     return result
+
+
+def _stop_cells(live: dict[subprocess.Popen, Cell], echo) -> None:
+    """Send each running cell one SIGTERM (it finishes its iteration, checkpoints and exits) and wait for them;
+    a second Ctrl-C sends a second SIGTERM, which stops them at once."""
+    running = [p for p in live if p.poll() is None]
+    echo(f"[suite] stopping: {len(running)} running cell(s) finish their iteration and checkpoint "
+         f"(Ctrl-C again: stop them now); the same command continues the suite")
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        for proc in running:
+            proc.wait()
+    except KeyboardInterrupt:
+        for proc in running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        raise
 
 
 def _last_error(out: Path, cell: Cell) -> str:
