@@ -36,6 +36,16 @@ def test_gradients_reach_probes_thetas_and_mlp():
     assert all(p.grad.abs().sum() > 0 for p in ev.value_parameters())
 
 
+def test_detached_probes_get_no_gradient_but_the_same_fingerprint():
+    spec = MLPSpec(3, 1, (8,))
+    ev = FingerprintEvaluator(spec, n_probe=5, hidden=(16,))
+    thetas = init_thetas(spec, 3).requires_grad_(True)
+    fp = ev.fingerprint(thetas, detach_probes=True)
+    torch.testing.assert_close(fp, ev.fingerprint(thetas))
+    ev.mlp(fp).sum().backward()
+    assert ev.probes.grad is None and thetas.grad.abs().sum() > 0
+
+
 def test_fits_a_known_function_of_theta():
     """Target: 10 * the policy's mean action on fixed states; V must learn it on unseen thetas."""
     torch.manual_seed(0)

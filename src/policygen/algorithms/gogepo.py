@@ -142,6 +142,10 @@ class GoGePoConfig:
     """Value heads on the shared fingerprint (1: the paper's single V). With K > 1 each head is trained on its own
     buffer draws and G minimises the mean over heads of (V_k(G(c)) - c)^2 = (mean - c)^2 + the heads' variance, so
     G is pulled away from policies where the heads disagree (where V is guessing); predictions use the mean."""
+    probes_by_first_head: bool = False
+    """With ``evaluator_heads`` > 1: only the first head's loss moves the probing states (the others read them
+    detached), so the fingerprint is learned as with a single V. Experimental: tests whether five heads' pull on
+    the shared probes is what delays Hopper's take-off."""
     evaluator_steps: int = 5
     """Adam steps on the evaluator V per iteration."""
     generator_steps: int = 20
@@ -455,11 +459,13 @@ class GoGePo(Algorithm):
         losses = []
         for _ in range(int(self.cfg.evaluator_steps)):
             loss = 0.0
-            for mlp in self._heads():  # each head on its own draws
+            for k, mlp in enumerate(self._heads()):  # each head on its own draws
                 s = self.buffer.sample(self.cfg.batch_size, self.gen)
                 # recency sampling repeats entries: evaluate each distinct one once (same loss, less work)
                 uniq, inv = torch.unique(s["index"], return_inverse=True)
-                pred = mlp(self.evaluator.fingerprint(self.buffer.gather(uniq)["theta"])).squeeze(-1)[inv]
+                fp = self.evaluator.fingerprint(self.buffer.gather(uniq)["theta"],
+                                                detach_probes=k > 0 and self.cfg.probes_by_first_head)
+                pred = mlp(fp).squeeze(-1)[inv]
                 loss = loss + (pred - self.value_target(s["train_return"])).pow(2).mean()
             self.opt_v.zero_grad(set_to_none=True)
             loss.backward()

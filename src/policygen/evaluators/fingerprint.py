@@ -48,10 +48,12 @@ class FingerprintEvaluator(nn.Module):
                 layers.append(nn.ReLU())
         self.mlp = nn.Sequential(*layers)
 
-    def fingerprint(self, thetas: torch.Tensor) -> torch.Tensor:
-        """thetas (B, P) -> probing actions (B, n_probe * act_dim): a policy embedding (for maps, PCA)."""
+    def fingerprint(self, thetas: torch.Tensor, detach_probes: bool = False) -> torch.Tensor:
+        """thetas (B, P) -> probing actions (B, n_probe * act_dim): a policy embedding (for maps, PCA).
+        ``detach_probes``: no gradient reaches the probing states."""
+        probes = self.probes.detach() if detach_probes else self.probes
         # expanded explicitly: a shared (S, obs) input would be read as per-policy obs when S == B
-        probes = self.probes.unsqueeze(0).expand(thetas.shape[0], -1, -1)
+        probes = probes.unsqueeze(0).expand(thetas.shape[0], -1, -1)
         acts = forward(self.spec, thetas, probes)  # (B, n_probe, act_dim)
         return acts.reshape(thetas.shape[0], -1)
 
