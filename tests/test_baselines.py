@@ -103,6 +103,37 @@ def test_killed_run_resumes(algo, tmp_path, monkeypatch):
         assert [{k: v for k, v in r.items() if k != "wall_s"} for r in rows] == strip
 
 
+@pytest.mark.parametrize("algo", [pytest.param("td3", marks=needs_sb3), "udrl"])
+def test_ctrl_c_stops_a_baseline_with_a_checkpoint_where_it_is(algo, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from policygen.runs.rundir import RunDir
+
+    out, real, sent = tmp_path / "stopped", steploop._StepRun.on_step, []
+
+    def ctrl_c_at_250(self):
+        if self.algo.env_steps >= 250 and not sent:  # between the evaluations (checkpoints) at 200 and 400
+            sent.append(self.algo.env_steps)
+            os.kill(os.getpid(), signal.SIGINT)  # the trainer's handler only asks: the step (episode) ends
+        return real(self)
+
+    monkeypatch.setattr(steploop._StepRun, "on_step", ctrl_c_at_250)
+    assert _train(algo, out, 400) == 130
+    monkeypatch.setattr(steploop._StepRun, "on_step", real)
+    assert "continue with: policygen train --resume" in capsys.readouterr().err
+    assert json.loads((out / "status.json").read_text()) == {"status": "stopped", "reason": "interrupted"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert len(_rows(out)) == 1 and not (out / "summary.json").exists()
+    assert RunDir(str(out)).load_checkpoint()["env_steps"] == sent[0]  # not back at the evaluation at 200
+    resume_run(str(out), quiet=True)
+    assert json.loads((out / "summary.json").read_text())["env_steps"] >= 400
+    if algo == "udrl":  # stopped at an episode boundary: the resumed run is the uninterrupted one
+        _train(algo, tmp_path / "whole", 400)
+        strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in _rows(tmp_path / "whole")]
+        assert [{k: v for k, v in r.items() if k != "wall_s"} for r in _rows(out)] == strip
+
+
 @needs_sb3
 def test_tampered_sb3_checkpoint_is_not_unpickled(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
@@ -151,7 +182,7 @@ def test_udrl_learns_and_follows_the_return_command(tmp_path):
     algo.setup(RunConfig(env_id=env_id), tmp_path, None)
     env = gym.make(env_id)
     before = np.mean([algo.command_episode(env, 10.0, 12, seed=i) for i in range(5)])
-    algo.learn(6000, lambda: None)
+    algo.learn(6000, lambda: True)
     low = np.mean([algo.command_episode(env, -2.0, 6, seed=i) for i in range(5)])
     high = np.mean([algo.command_episode(env, 12.0, 13, seed=i) for i in range(5)])
     evaluated = steploop.evaluate_step_algo(algo, env, seed=100, episodes=5)["eval_return"]
@@ -168,7 +199,7 @@ def test_udrl_state_round_trips(tmp_path):
     cfg = UDRLConfig(hidden=(8,), n_warmup_episodes=3, n_updates_per_iter=2, n_episodes_per_iter=2)
     a = UDRL(cfg, info, seed=1)
     a.setup(RunConfig(env_id=info.env_id), tmp_path, None)
-    a.learn(200, lambda: None)
+    a.learn(200, lambda: True)
     b = UDRL(cfg, info, seed=99)
     b.setup(RunConfig(env_id=info.env_id), tmp_path, a.state_dict())
     assert [e["return"] for e in a.episodes] == [e["return"] for e in b.episodes]

@@ -151,8 +151,7 @@ class SB3Algorithm(StepAlgorithm):
                 value = self.model.logger.name_to_value.get("train/critic_loss")
                 if value is not None:
                     outer._loss = float(value)
-                on_step()
-                return True
+                return on_step()
 
         self.model.learn(total_timesteps=total_steps - self.model.num_timesteps, callback=_Callback(),
                          reset_num_timesteps=False, progress_bar=False)

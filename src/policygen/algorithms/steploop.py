@@ -55,7 +55,8 @@ class StepAlgorithm(Algorithm):
         raise NotImplementedError
 
     def learn(self, total_steps: int, on_step) -> None:
-        """Train until ``env_steps >= total_steps``, calling ``on_step()`` after every step (or episode)."""
+        """Train until ``env_steps >= total_steps``, calling ``on_step()`` after every step (or episode); stop
+        early when it returns False (Ctrl-C or SIGTERM: the loop then checkpoints where it is)."""
         raise NotImplementedError
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -113,17 +114,20 @@ def evaluate_step_algo(algo: StepAlgorithm, env, seed: int, episodes: int) -> di
 class _StepRun:
     """One run of a step-based algorithm: the callback state between SB3's (or UDRL's) steps."""
 
-    def __init__(self, run: RunDir, algo: StepAlgorithm, rc: RunConfig, loop, bar):
+    def __init__(self, run: RunDir, algo: StepAlgorithm, rc: RunConfig, loop, bar, stop):
         from policygen.algorithms.trainer import LAST_EVALS, _reseed
 
-        self.run, self.algo, self.rc, self.loop, self.bar = run, algo, rc, loop, bar
+        self.run, self.algo, self.rc, self.loop, self.bar, self.stop = run, algo, rc, loop, bar, stop
         self.last_evals, self.reseed = LAST_EVALS, _reseed
         self.eval_env = make_gymnasium(rc.env_id, rc.env_kwargs)
         self.t0 = time.perf_counter() - loop.wall_s
         self.episodes_seen = 0
+        self.pending: list[float] = []
+        """Training returns since the last row that an earlier process saw (a stop's checkpoint keeps them)."""
         self.steps_before = algo.env_steps
 
-    def on_step(self) -> None:
+    def on_step(self) -> bool:
+        """Snapshot and evaluate when due; False once a stop was asked for."""
         from policygen.algorithms.trainer import _snapshot_due
 
         steps = self.algo.env_steps
@@ -132,11 +136,13 @@ class _StepRun:
         self.steps_before = steps
         if steps >= self.loop.next_eval:
             self.log_row()
+        return self.stop.signum is None
 
     def log_row(self) -> None:
         loop, algo = self.loop, self.algo
-        rets = algo.train_returns()[self.episodes_seen:]
-        self.episodes_seen += len(rets)
+        rets = self.pending + algo.train_returns()[self.episodes_seen:]
+        self.episodes_seen += len(rets) - len(self.pending)
+        self.pending = []
         extra = algo.row()
         loop.iteration = int(extra.get("iteration", loop.iteration + 1))  # the algorithm's own update count
         seed = self.reseed(self.rc.seed, algo.env_steps, stream=1)
@@ -160,8 +166,9 @@ class _StepRun:
 
     def checkpoint(self) -> None:
         self.loop.wall_s = time.perf_counter() - self.t0
+        pending = self.pending + self.algo.train_returns()[self.episodes_seen:]
         state = {"algo": self.algo.save(self.run.path), "env_steps": self.algo.env_steps,
-                 "loop": asdict(self.loop)}
+                 "loop": asdict(self.loop), "pending_returns": np.asarray(pending, dtype=np.float64)}
         self.run.save_checkpoint(state)
 
     def close(self) -> None:
@@ -170,7 +177,7 @@ class _StepRun:
 
 def train_steps(run: RunDir, algo: StepAlgorithm, rc: RunConfig, state: dict | None, bar) -> tuple:
     """Train ``algo`` in ``run`` from scratch or from ``state`` (a checkpoint); returns (loop, env_steps)."""
-    from policygen.algorithms.trainer import _Loop
+    from policygen.algorithms.trainer import _Loop, _StopRequest
 
     if rc.torch_threads > 0:
         torch.set_num_threads(rc.torch_threads)
@@ -184,15 +191,24 @@ def train_steps(run: RunDir, algo: StepAlgorithm, rc: RunConfig, state: dict | N
     algo.setup(rc, run.path, algo_state if state is not None else None)
     run.write_metrics(run.read_metrics()[: loop.metric_rows])  # drop rows logged after the checkpoint
     run.set_status("running")
-    sr = _StepRun(run, algo, rc, loop, bar)
+    stop = _StopRequest()
+    sr = _StepRun(run, algo, rc, loop, bar, stop)
+    if state is not None:  # checkpoints from before the stop's own checkpoint have none
+        sr.pending = [float(r) for r in np.asarray(state.get("pending_returns", []), dtype=np.float64).reshape(-1)]
     try:
+        stop.install()
         if algo.env_steps < rc.steps:
             algo.learn(rc.steps, sr.on_step)
+        if stop.signum is not None and algo.env_steps < rc.steps:
+            sr.checkpoint()
+            bar.close()
+            stop.stop(run, f"{algo.env_steps} env steps")
         if loop.last_eval is None or loop.metric_rows == 0 or _last_row_steps(run) < algo.env_steps:
             sr.log_row()  # the final evaluation, unless the last step was one
         loop.wall_s = time.perf_counter() - sr.t0
         sr.checkpoint()
     finally:
+        stop.uninstall()
         sr.close()
         algo.close()
     return loop, algo.env_steps

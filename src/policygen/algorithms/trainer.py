@@ -214,10 +214,8 @@ def _train(run: RunDir, algo: Algorithm, rc: RunConfig, state: dict | None, prog
             elif stopping:
                 _checkpoint(run, algo, engine, loop)  # the resume reseeds at this iteration
             if stopping:
-                run.set_status("stopped", reason="SIGTERM" if stop.signum == signal.SIGTERM else "interrupted")
                 bar.close()
-                stop.stop(f"checkpoint saved at iteration {loop.iteration} ({engine.env_steps} env steps); "
-                          f"continue with: policygen train --resume {run.path}")
+                stop.stop(run, f"iteration {loop.iteration} ({engine.env_steps} env steps)")
     finally:
         stop.uninstall()
         bar.close()
@@ -253,9 +251,12 @@ class _StopRequest:
             signal.signal(sig, handler)
         self.previous = {}
 
-    def stop(self, what: str) -> None:
-        """Raise the stop the first signal asked for (``Terminated`` for SIGTERM), after saying ``what``."""
-        print(f"policygen: {what}", file=sys.stderr)
+    def stop(self, run: RunDir, where: str) -> None:
+        """Mark ``run`` stopped and raise the stop the first signal asked for (``Terminated`` for SIGTERM), after
+        saying that its checkpoint is at ``where`` and how to continue."""
+        run.set_status("stopped", reason="SIGTERM" if self.signum == signal.SIGTERM else "interrupted")
+        print(f"policygen: checkpoint saved at {where}; continue with: policygen train --resume {run.path}",
+              file=sys.stderr)
         raise Terminated if self.signum == signal.SIGTERM else KeyboardInterrupt
 
     def _on_signal(self, signum, frame) -> None:

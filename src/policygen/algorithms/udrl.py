@@ -131,7 +131,8 @@ class UDRL(StepAlgorithm):
                     self.explore = self._command_interval()
                 self._episode(random=False)
                 self.episode_in_iter = (self.episode_in_iter + 1) % self.cfg.n_episodes_per_iter
-            on_step()  # at an episode boundary: a checkpoint here resumes exactly
+            if not on_step():  # at an episode boundary: a checkpoint here resumes exactly
+                return
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self._act(obs, self._cmd, sample=False)
