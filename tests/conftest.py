@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
+import warnings
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco: the render tests draw offscreen
 
@@ -164,3 +166,24 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under scripts/test.sh, where nothing may skip: {reason}"
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test: the stop logic only takes over from it (a library that ran
+    earlier in the same worker may have left another)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_left_as_found(request):
+    """A test that leaves SIGINT or SIGTERM handled differently is named (a warning) and its change undone, so
+    tests of the stop logic do not depend on what ran before them in the worker."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in before.items():
+        if signal.getsignal(sig) is not handler:
+            warnings.warn(f"{request.node.nodeid} left {sig.name} handled by {signal.getsignal(sig)!r}", stacklevel=1)
+            signal.signal(sig, handler)

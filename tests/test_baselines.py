@@ -104,7 +104,7 @@ def test_killed_run_resumes(algo, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("algo", [pytest.param("td3", marks=needs_sb3), "udrl"])
-def test_ctrl_c_stops_a_baseline_with_a_checkpoint_where_it_is(algo, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_stops_a_baseline_with_a_checkpoint_where_it_is(algo, tmp_path, monkeypatch, capsys, default_sigint):
     import os
     import signal
 

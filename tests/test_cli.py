@@ -170,7 +170,7 @@ def test_sigterm_stops_a_run_at_the_end_of_its_iteration_with_a_checkpoint_and_i
     assert len(after) > len(before) >= 2 and after[: len(before)] == before  # every row, wall_s included, kept
 
 
-def test_a_second_signal_stops_at_once_and_the_handlers_are_restored():
+def test_a_second_signal_stops_at_once_and_the_handlers_are_restored(default_sigint):
     import os
     import signal
 

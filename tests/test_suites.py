@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from policygen.analysis.runs_list import _locked
 from policygen.analysis.suites import SUITES, cells, load_suite
 from policygen.cli import main
 
@@ -84,9 +85,13 @@ def test_sigkilled_suite_continues(suite_file, tmp_path, capsys):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)  # the training child gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and dies
+    # the training child gets SIGTERM from the kernel (PR_SET_PDEATHSIG), finishes its iteration and exits;
+    # until then it holds its run, and a suite started now would leave that cell to it (running elsewhere)
+    deadline = time.time() + 120
+    while time.time() < deadline and any(_locked(p) for p in out.glob("runs/*")):
+        time.sleep(0.2)
     result = _run(suite_file, out, capsys)
-    assert not result["failed"] and result["cells"] == 2
+    assert not result["failed"] and result["cells"] == 2 and not result["running_elsewhere"]
     assert len(list(out.glob("runs/*/summary.json"))) == 2
 
 
