@@ -40,6 +40,8 @@ def test_presets_and_config_errors():
     explore = make_config(GoGePoConfig, GoGePo.presets["fast-explore"], None)
     fanin = make_config(GoGePoConfig, GoGePo.presets["fast-fanin"], None)
     fast = make_config(GoGePoConfig, GoGePo.presets["fast"], None)
+    heads = make_config(GoGePoConfig, GoGePo.presets["fast-heads"], None)
+    assert {**asdict(heads), "evaluator_heads": 1, "probes_by_first_head": False} == asdict(fanin)
     assert (fast.noise_free_share, explore.noise_free_share) == (1.0, 0.25)
     assert (fast.generated_command_frac, explore.generated_command_frac) == (0.0, 0.25)
     assert {**asdict(explore), "noise_free_share": 1.0, "generated_command_frac": 0.0} == asdict(fast)  # the two
