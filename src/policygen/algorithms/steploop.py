@@ -140,8 +140,8 @@ class _StepRun:
 
     def log_row(self) -> None:
         loop, algo = self.loop, self.algo
-        rets = self.pending + algo.train_returns()[self.episodes_seen:]
-        self.episodes_seen += len(rets) - len(self.pending)
+        rets = self._unlogged_returns()
+        self.episodes_seen = len(algo.train_returns())
         self.pending = []
         extra = algo.row()
         loop.iteration = int(extra.get("iteration", loop.iteration + 1))  # the algorithm's own update count
@@ -164,11 +164,14 @@ class _StepRun:
         self.bar.update(algo.env_steps, row)
         self.checkpoint()
 
+    def _unlogged_returns(self) -> list[float]:
+        """Training returns not yet in a metrics row: an earlier process's (``pending``), then this one's."""
+        return self.pending + self.algo.train_returns()[self.episodes_seen:]
+
     def checkpoint(self) -> None:
         self.loop.wall_s = time.perf_counter() - self.t0
-        pending = self.pending + self.algo.train_returns()[self.episodes_seen:]
-        state = {"algo": self.algo.save(self.run.path), "env_steps": self.algo.env_steps,
-                 "loop": asdict(self.loop), "pending_returns": np.asarray(pending, dtype=np.float64)}
+        state = {"algo": self.algo.save(self.run.path), "env_steps": self.algo.env_steps, "loop": asdict(self.loop),
+                 "pending_returns": np.asarray(self._unlogged_returns(), dtype=np.float64)}
         self.run.save_checkpoint(state)
 
     def close(self) -> None:
