@@ -36,7 +36,7 @@ def engine_for(algo, seed=0):
 def test_presets_and_config_errors():
     assert GoGePo.preset_for("InvertedPendulum-v5") == GoGePo.preset_for("Walker2d-v5") == "fast"
     assert GoGePo.preset_for("Swimmer-v5") == GoGePo.preset_for("MountainCarContinuous-v0") == "fast-explore"
-    assert GoGePo.preset_for("Hopper-v5") == "fast-fanin"
+    assert GoGePo.preset_for("Hopper-v5") == "fast-heads"
     explore = make_config(GoGePoConfig, GoGePo.presets["fast-explore"], None)
     fanin = make_config(GoGePoConfig, GoGePo.presets["fast-fanin"], None)
     fast = make_config(GoGePoConfig, GoGePo.presets["fast"], None)
@@ -46,7 +46,8 @@ def test_presets_and_config_errors():
     assert (fast.generated_command_frac, explore.generated_command_frac) == (0.0, 0.25)
     assert {**asdict(explore), "noise_free_share": 1.0, "generated_command_frac": 0.0} == asdict(fast)  # the two
     assert {**asdict(fanin), "noise_scaling": "uniform", "sigma": 0.1, "anchor_weight": 1.0} == asdict(fast)
-    assert build("gogepo", RunConfig(env_id="Hopper-v5"), None, None)[1].noise_scaling == "fan_in"
+    hopper = build("gogepo", RunConfig(env_id="Hopper-v5"), None, None)[1]  # a Hopper run with no --preset
+    assert (hopper.noise_scaling, hopper.evaluator_heads, hopper.probes_by_first_head) == ("fan_in", 5, True)
     _, cfg, preset = build("gogepo", RunConfig(env_id="Swimmer-v5"), None, None)  # a run with no --preset
     assert (preset, cfg.noise_free_share) == ("fast-explore", 0.25)
     assert build("gogepo", RunConfig(env_id="Swimmer-v5"), "fast", None)[2] == "fast"  # named: kept

@@ -31,9 +31,10 @@ Presets (both first-class):
     (InvertedPendulum, 3 seeds: 1 noise-free policy reached 1000 on 2 seeds, these 4 on all 3;
     bench/results/gogepo-ip*.md). ``fast-explore``, the default on Swimmer and MountainCarContinuous, caps
     them at a quarter (``noise_free_share``; 1 of 4 at 1000-step episodes): there the first good behaviour
-    only exploration finds (bench/results/gogepo-nfshare-*.md). ``fast-fanin``, the default on Hopper, puts
-    noise sigma / sqrt(fan_in) (sigma 1.0) on each layer (``noise_scaling``): uniform 0.1 makes each hidden unit's
-    pre-activation noise ~1.6 and the perturbed policies bang-bang (bench/results/gogepo-fanin-*.md);
+    only exploration finds (bench/results/gogepo-nfshare-*.md). ``fast-fanin`` puts noise sigma / sqrt(fan_in)
+    (sigma 1.0) on each layer (``noise_scaling``): uniform 0.1 makes each hidden unit's pre-activation noise ~1.6
+    and the perturbed policies bang-bang (bench/results/gogepo-fanin-*.md); ``fast-heads``, the default on
+    Hopper, adds five value heads (``evaluator_heads``, ``probes_by_first_head``) for a calibrated generator;
   * fewer generator steps (5 per iteration; a step is ~5x the cost of an evaluator step) at a 50x higher
     lr (1e-4), and more evaluator steps (20, lr 1e-3);
   * returns scaled from data instead of hand-set ranges: G's input is (c - min) / (max - min) over the
@@ -231,13 +232,13 @@ class GoGePo(Algorithm):
     # policies into bang-bang ones; on Hopper this reached >= 2500 on 3 of 3 seeds (uniform: 1 of 3). Without
     # the anchor: with it seed 0 passed 2500 only at 1.9M and seed 1 never (bench/results/gogepo-hopper-anchor-s*.md).
     presets["fast-fanin"] = {**presets["fast"], "noise_scaling": "fan_in", "sigma": 1.0, "anchor_weight": 0.0}
-    # fast-fanin with five value heads whose probing states only the first head trains: Hopper's calibration
-    # preset. Both calibration targets at 3M steps on 4 of 7 seeds (fast-fanin 2 of 7, the heads alone 3 of 7),
-    # 2500 on 7 of 7, though later than fast-fanin on seeds 0-2 (bench/results/gogepo-hopper-heads5-probes). Not
-    # Hopper's default: its wall for one run alone is unmeasured (the heads cost time; seeds that stand still run slow).
+    # fast-fanin with five value heads whose probing states only the first head trains: Hopper's default since
+    # 2026-12-07. Both calibration targets at 3M steps on 4 of 7 seeds (fast-fanin 2 of 7, the heads alone 3 of 7),
+    # 2500 on 7 of 7, though later than fast-fanin on seeds 0-2; one run alone 1605 s for 3M steps (seed 0, the
+    # slowest kind: it stands still to 900k) (bench/results/gogepo-hopper-heads5-probes).
     presets["fast-heads"] = {**presets["fast-fanin"], "evaluator_heads": 5, "probes_by_first_head": True}
     default_preset = None  # by env: preset_for
-    ENV_PRESETS = {"Swimmer": "fast-explore", "MountainCarContinuous": "fast-explore", "Hopper": "fast-fanin"}
+    ENV_PRESETS = {"Swimmer": "fast-explore", "MountainCarContinuous": "fast-explore", "Hopper": "fast-heads"}
     """The preset a run without ``--preset`` takes, by task name (others: ``fast``); each measured per task."""
 
     @staticmethod
