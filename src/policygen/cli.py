@@ -129,9 +129,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if a.prompt is not None or maa.is_make_an_agent_run(a.run_dir):
         return maa.cmd_generate_prompted(a)
     loaded = load_run(a.run_dir)
-    policy = loaded.policy(a.command)
+    policy = loaded.policy(a.command, raw=a.raw)
     path = save_policy(policy, a.out, force=a.force)
-    out = {"out": str(path), "command": policy.meta.get("command"), "env_id": loaded.run_config.env_id,
+    out = {"out": str(path), "command": policy.meta.get("command"), **({"generator_input": policy.meta[
+        "generator_input"]} if "generator_input" in policy.meta else {}), "env_id": loaded.run_config.env_id,
            "policy": policy.spec.describe(), "expected_return": policy.meta.get("expected_return")}
     note = None
     if a.command is not None:
@@ -157,7 +158,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         commands = parse_commands(a.commands, seen_range(loaded)) if a.commands else default_commands(loaded)
         result = unseen_report(loaded, commands, a.episodes, a.seed, a.backend)
     else:
-        result = sweep(loaded, parse_commands(a.commands, seen_range(loaded)), a.episodes, a.seed, a.backend)
+        result = sweep(loaded, parse_commands(a.commands, seen_range(loaded)), a.episodes, a.seed, a.backend,
+                       raw=a.raw)
     # a snapshot's files sit beside the latest one's, named after it, so neither overwrites the other
     name = ("unseen" if a.unseen_report else "sweep") + (f"-{Path(a.snapshot).stem}" if a.snapshot else "")
     plot = a.plot or str(Path(a.run_dir) / f"{name}.png")
@@ -168,6 +170,17 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     atomic_write_json(Path(a.run_dir) / f"{name}.json", result)
     print(json.dumps(result, indent=2))
     print(unseen_table(result) if a.unseen_report else table(result), file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from policygen.algorithms.loading import load_run
+    from policygen.analysis.command_map import calibrate
+
+    result = calibrate(load_run(a.run_dir), a.points, a.episodes, a.seed, a.backend)
+    print(json.dumps(result, indent=2))
+    print(f"policygen: command map written to {result['map']} ({result['env_steps_used']} env steps); generate "
+          f"and sweep use it from now on (--raw: the generator alone)", file=sys.stderr)
     return 0
 
 
@@ -378,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                    ".pt (TorchScript, needs "
                    "only torch) or .onnx (needs only onnxruntime); a missing folder is created")
     g.add_argument("--force", action="store_true", help="overwrite an existing file")
+    g.add_argument("--raw", action="store_true", help="give the generator the command itself, not the input its "
+                                                      "command map (policygen calibrate) picks for it")
     maa.add_generate_flags(g, COUNT, SEED)
     g.set_defaults(func=cmd_generate)
     maa.add_parsers(sub, COUNT, NONNEG, SEED, _finite)
@@ -397,7 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="udrlpg runs: label each command seen bucket / never-filled bucket / above range / "
                         "held-out band by the final buffer, and report error and Spearman per group (default "
                         "commands: 25 from the lowest stored return to 0.2 x the stored range above the highest)")
+    w.add_argument("--raw", action="store_true", help="the generator alone: ignore the run's command map")
     w.set_defaults(func=cmd_sweep)
+
+    k = sub.add_parser("calibrate", help="fit a generator's command map: which input earns which return")
+    k.add_argument("run_dir", help="run directory of a generator (gogepo, udrlpg)")
+    k.add_argument("--points", type=COUNT, default=21, help="commands rolled out, evenly over the returns seen "
+                                                            "in training (default 21)")
+    k.add_argument("--episodes", type=COUNT, default=10, help="episodes per command (default 10)")
+    k.add_argument("--seed", type=SEED, default=1, help="seed of the episodes (default 1: not sweep's 0, so a "
+                                                        "default sweep judges the map on other episodes)")
+    k.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
+    k.set_defaults(func=cmd_calibrate)
 
     d = sub.add_parser("demo", help="the main job: train a generator, command it, print and plot")
     d.add_argument("--algo", default="gogepo", help="generator to train: gogepo (default) or udrlpg")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from policygen.algorithms.base import Algorithm, RunConfig, make_config
@@ -14,6 +15,9 @@ from policygen.errors import PolicygenError
 from policygen.policies.standalone import Policy
 from policygen.runs.rundir import RunDir
 
+_UNREAD = object()
+"""``LoadedRun._command_map`` before the run's command map file is first looked for."""
+
 
 @dataclass
 class LoadedRun:
@@ -22,22 +26,45 @@ class LoadedRun:
     run_config: RunConfig
     obs_stats: RunningStats
     env_steps: int
+    _command_map: object = field(default=_UNREAD, repr=False)
 
-    def generate(self, command: float) -> Policy:
-        """A generator run's policy for the return ``command`` (in the run's return convention)."""
-        return self.policy(command)
+    def generate(self, command: float, raw: bool = False) -> Policy:
+        """A generator run's policy for the return ``command`` (in the run's return convention), through the
+        run's command map if it has one (``policygen calibrate``) unless ``raw``."""
+        return self.policy(command, raw)
 
-    def policy(self, command: float | None = None) -> Policy:
+    def generator_inputs(self, commands, raw: bool = False) -> tuple[np.ndarray, bool]:
+        """What to give the generator for the returns ``commands``: the command map's inputs, or the commands
+        themselves (``raw``, or no map fitted on this checkpoint); and whether the map was used."""
+        from policygen.analysis.command_map import map_for
+
+        c = np.asarray(commands, dtype=np.float64).reshape(-1)
+        if getattr(self.algo, "generate", None) is None:
+            raise PolicygenError(f"{self.run.config['algorithm']} is not a generator: it takes no command")
+        if not raw:
+            if self._command_map is _UNREAD:
+                self._command_map = map_for(self.run.path, self.env_steps)
+            if self._command_map is not None:
+                return self._command_map.inputs_for(c), True
+        return c, False
+
+    def thetas_for(self, commands, raw: bool = False) -> torch.Tensor:
+        """The generator's policies ``(N, P)`` for the returns ``commands`` (see ``generator_inputs``)."""
+        inputs, _ = self.generator_inputs(commands, raw)
+        return self.algo.generate(torch.as_tensor(inputs, dtype=torch.float32))
+
+    def policy(self, command: float | None = None, raw: bool = False) -> Policy:
         """The run's policy (its evaluation policy, or the generator's output for ``command``)."""
+        extra = {}
         if command is None:
             theta, command = self.algo.eval_policy()
         else:
-            generate = getattr(self.algo, "generate", None)
-            if generate is None:
-                raise PolicygenError(f"{self.run.config['algorithm']} is not a generator: it takes no command")
-            theta = generate(torch.tensor([float(command)]))[0]
+            inputs, mapped = self.generator_inputs([float(command)], raw)
+            theta = self.algo.generate(torch.as_tensor(inputs, dtype=torch.float32))[0]
+            if mapped:
+                extra["generator_input"] = float(inputs[0])
         meta = {"env_id": self.run_config.env_id, "algorithm": self.run.config["algorithm"],
-                "command": command, "run": str(self.run.path), **self._expected(theta, command is None)}
+                "command": command, **extra, "run": str(self.run.path), **self._expected(theta, command is None)}
         if self.run_config.env_kwargs:
             meta["env_kwargs"] = dict(self.run_config.env_kwargs)
         stats = self.obs_stats if getattr(self.algo, "normalize_obs", True) else None

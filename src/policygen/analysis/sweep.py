@@ -54,13 +54,15 @@ def outside_note(commands: np.ndarray, seen: tuple[float, float]) -> list[float]
 
 
 def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int = 0,
-          backend: str | None = None) -> dict:
-    """Generate one policy per command, run ``episodes`` episodes of each (one engine call), compare."""
+          backend: str | None = None, raw: bool = False) -> dict:
+    """Generate one policy per command, run ``episodes`` episodes of each (one engine call), compare. The
+    generator is given the run's command map's inputs (``policygen calibrate``) unless ``raw`` or it has none."""
     if episodes < 1:
         raise PolicygenError(f"--episodes must be at least 1, got {episodes}")
     seen = seen_range(loaded)
     algo, rc = loaded.algo, loaded.run_config
-    thetas = algo.generate(torch.as_tensor(commands, dtype=torch.float32))
+    inputs, mapped = loaded.generator_inputs(commands, raw)
+    thetas = algo.generate(torch.as_tensor(inputs, dtype=torch.float32))
     engine = RolloutEngine(rc.env_id, algo.spec, num_envs=min(64, len(commands) * episodes),
                            backend=backend or rc.backend, seed=seed, return_convention=algo.return_convention,
                            env_kwargs=rc.env_kwargs, normalize_obs=getattr(algo, "normalize_obs", True))
@@ -84,7 +86,11 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
         "spearman": spearman_or_none(commands, achieved),  # None: fewer than 3 commands or constant achieved
         "mae_frac": float(np.mean(np.abs(achieved - commands)) / span) if span > 0 else None,
         "outside_seen_range": outside_note(commands, seen),
+        "command_map": mapped,
+        "rollout_env_steps": int(res.env_steps),
     }
+    if mapped:
+        out["generator_inputs"] = [float(x) for x in inputs]
     predict = getattr(algo, "predict_returns", None)
     if predict is not None:
         out["evaluator_prediction"] = [float(v) for v in predict(thetas)]

@@ -55,11 +55,12 @@ def group_summary(commands, achieved, groups: list[str], span: float) -> dict:
 
 def unseen_report(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int = 0,
                   backend: str | None = None) -> dict:
-    """``sweep`` plus the group of every command and the per-group figures, under the key ``unseen``."""
+    """``sweep`` plus the group of every command and the per-group figures, under the key ``unseen``. Always G
+    itself (no command map): the report is about what G makes of returns it has or has not seen."""
     groups = _groups_fn(loaded)(commands)
     algo = loaded.algo
     lo, hi = algo.stored_return_range()
-    result = sweep(loaded, commands, episodes, seed, backend)
+    result = sweep(loaded, commands, episodes, seed, backend, raw=True)
     buf = algo.buffer
     result["unseen"] = {
         "buffer": algo.config.buffer, "stored_range": [lo, hi],
