@@ -53,9 +53,12 @@ def test_map_file_round_trip_and_refusals(tmp_path):
 
 def test_calibrate_then_generate_and_sweep_use_the_map_until_the_generator_changes(tmp_run_copy, capsys):
     run = tmp_run_copy
-    assert main(["calibrate", run, "--points", "4", "--episodes", "2"]) == 0
+    assert main(["calibrate", run, "--points", "4", "--episodes", "2", "--refine", "0"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["commands"]) == 4
+    assert main(["calibrate", run, "--points", "4", "--episodes", "2", "--refine", "1"]) == 0
     fit = json.loads(capsys.readouterr().out)
-    assert fit["env_steps_used"] > 0 and len(fit["commands"]) == 4
+    # one round adds the midpoints of up to 2 of the steepest neighbouring pairs
+    assert fit["env_steps_used"] > 0 and 4 <= len(fit["commands"]) <= 6 and np.all(np.diff(fit["commands"]) > 0)
     loaded = load_run(run)
     lo, hi = fit["commands"][0], fit["commands"][-1]
     targets = np.linspace(lo, hi, 5)

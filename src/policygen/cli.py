@@ -177,7 +177,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from policygen.algorithms.loading import load_run
     from policygen.analysis.command_map import calibrate
 
-    result = calibrate(load_run(a.run_dir), a.points, a.episodes, a.seed, a.backend)
+    result = calibrate(load_run(a.run_dir), a.points, a.episodes, a.seed, a.backend, a.refine)
     print(json.dumps(result, indent=2))
     print(f"policygen: command map written to {result['map']} ({result['env_steps_used']} env steps); generate "
           f"and sweep use it from now on (--raw: the generator alone)", file=sys.stderr)
@@ -422,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--episodes", type=COUNT, default=10, help="episodes per command (default 10)")
     k.add_argument("--seed", type=SEED, default=1, help="seed of the episodes (default 1: not sweep's 0, so a "
                                                         "default sweep judges the map on other episodes)")
+    k.add_argument("--refine", type=NONNEG, default=2, help="rounds adding midpoints where the return climbs "
+                                                           "most steeply, points // 2 each (default 2)")
     k.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
     k.set_defaults(func=cmd_calibrate)
 

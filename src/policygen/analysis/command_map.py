@@ -1,14 +1,15 @@
 """A generator's command map: which input to give G so its policy earns the return asked for.
 
 A trained generator's achieved return is often a monotone but mis-scaled function of its command (a UDRLPG
-pendulum G earns about twice the command up to 500, then 1000: bench/results/command-map). ``policygen
-calibrate RUN`` rolls G out at ``points`` commands over the returns seen in training, ``episodes`` episodes
-each (env steps it reports), fits achieved return against command with isotonic (non-decreasing) regression,
-and writes ``RUN/command_map.json``. From then on ``generate``, ``sweep`` and ``policygen.load(RUN).generate``
-ask G for the input whose fitted return is the one requested (linear between the fitted points); ``--raw``
-skips the map. The map belongs to the checkpoint it was fitted on: after more training it is ignored, with a
-note, until fitted again. It cannot create returns G never earns: where the fitted curve jumps (a pendulum
-policy balances or falls), requests inside the jump get the input at one of its ends.
+pendulum G earns about twice the command up to 500, then 1000). ``policygen calibrate RUN`` rolls G out at
+``points`` commands over the returns seen in training, and at midpoints where its return climbs steeply,
+``episodes`` episodes each (it reports the env steps), fits achieved return against command with isotonic
+(non-decreasing) regression, and writes ``RUN/command_map.json``. From then on ``generate``, ``sweep`` and
+``policygen.load(RUN).generate`` give G the smallest input whose fitted return reaches the one requested (the
+fitted curve is linear between its points); ``--raw`` skips the map. The map belongs to the checkpoint it was
+fitted on: after more training it is ignored, with a note, until fitted again. It cannot create returns G never
+earns: where the fitted curve jumps (a pendulum policy balances or falls), a request inside the jump gets an
+input at the jump.
 """
 
 from __future__ import annotations
@@ -123,22 +124,43 @@ def map_for(run_dir: str | Path, env_steps: int) -> CommandMap | None:
     return m
 
 
-def calibrate(loaded, points: int = 21, episodes: int = 10, seed: int = 1, backend: str | None = None) -> dict:
-    """Fit and save ``loaded``'s command map (see the module doc); the fit's rollouts and the map as a dict."""
+def calibrate(loaded, points: int = 21, episodes: int = 10, seed: int = 1, backend: str | None = None,
+              refine: int = 2) -> dict:
+    """Fit and save ``loaded``'s command map (see the module doc); the fit's rollouts and the map as a dict.
+
+    ``points`` commands evenly over the returns seen in training, then ``refine`` rounds that each roll out the
+    midpoints of the ``points // 2`` neighbouring pairs whose fitted returns differ most: where G's return climbs
+    steeply (a pendulum G goes from falling to balancing within a few percent of the range) an even grid is too
+    coarse to invert."""
     from policygen.analysis.sweep import seen_range, sweep
 
-    if points < 2:
-        raise PolicygenError(f"--points must be at least 2, got {points}")
+    if points < 2 or refine < 0:
+        raise PolicygenError(f"--points must be at least 2 and --refine at least 0, got {points}, {refine}")
     lo, hi = seen_range(loaded)
     if not hi > lo:
         raise PolicygenError(f"{loaded.run.path}: the returns seen in training span nothing ({lo}); no map")
     grid = np.linspace(lo, hi, points)
     res = sweep(loaded, grid, episodes, seed, backend, raw=True)
-    m = CommandMap.fit(grid, res["achieved_mean"], episodes=episodes, seed=seed,
-                       env_steps_used=res["rollout_env_steps"], checkpoint_env_steps=loaded.env_steps)
+    raw_spearman, raw_mae = res["spearman"], res["mae_frac"]
+    cmds, ach, steps = grid, np.asarray(res["achieved_mean"]), res["rollout_env_steps"]
+    for r in range(refine):
+        fitted = np.concatenate([[v] * (j - i + 1) for i, j, v in isotonic(ach)])
+        jumps = np.diff(fitted)
+        steep = [k for k in np.argsort(-jumps, kind="stable")[:max(1, points // 2)] if jumps[k] > 0]
+        if not steep:
+            break
+        new = (cmds[steep] + cmds[np.add(steep, 1)]) / 2
+        # other episodes than the grid's and than a default sweep's (seed 0)
+        res = sweep(loaded, new, episodes, seed + 1000 * (r + 1), backend, raw=True)
+        order = np.argsort(np.concatenate([cmds, new]), kind="stable")
+        cmds = np.concatenate([cmds, new])[order]
+        ach = np.concatenate([ach, res["achieved_mean"]])[order]
+        steps += res["rollout_env_steps"]
+    m = CommandMap.fit(cmds, ach, episodes=episodes, seed=seed, env_steps_used=steps,
+                       checkpoint_env_steps=loaded.env_steps)
     path = m.save(loaded.run.path)
-    return {"run_dir": str(loaded.run.path), "map": str(path), **m.to_json(),
-            "raw_spearman": res["spearman"], "raw_mae_frac": res["mae_frac"]}
+    return {"run_dir": str(loaded.run.path), "map": str(path), "refine": refine, **m.to_json(),
+            "raw_spearman": raw_spearman, "raw_mae_frac": raw_mae}
 
 
 __all__ = ["CommandMap", "calibrate", "isotonic", "map_for"]
