@@ -1,6 +1,6 @@
 """Does a command map (``policygen calibrate``) make a trained generator follow the command?
 
-    python bench/command_map.py RUN_DIR [RUN_DIR ...] [--episodes 10] [--refine 2] [--out PREFIX]
+    python bench/command_map.py RUN_DIR [RUN_DIR ...] [--episodes 10] [--refine 3] [--out PREFIX]
 
 For each run: fits the map as ``policygen calibrate RUN --episodes E --refine R`` does (21 commands over the
 returns seen in training, seed 1; writes RUN/command_map.json), then sweeps the issue's 21 commands with 5
@@ -51,7 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--episodes", type=int, default=10, help="episodes per map command (default 10)")
-    ap.add_argument("--refine", type=int, default=2, help="refinement rounds of the map (default 2)")
+    ap.add_argument("--refine", type=int, default=3, help="refinement rounds of the map (default 3)")
     ap.add_argument("--out", default=None, help="write PREFIX.json and PREFIX.md")
     a = ap.parse_args()
     torch.set_num_threads(1)

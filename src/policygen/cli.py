@@ -422,8 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--episodes", type=COUNT, default=10, help="episodes per command (default 10)")
     k.add_argument("--seed", type=SEED, default=1, help="seed of the episodes (default 1: not sweep's 0, so a "
                                                         "default sweep judges the map on other episodes)")
-    k.add_argument("--refine", type=NONNEG, default=2, help="rounds adding midpoints where the return climbs "
-                                                           "most steeply, points // 2 each (default 2)")
+    k.add_argument("--refine", type=NONNEG, default=3, help="rounds adding midpoints where the return climbs "
+                                                           "most steeply, points // 2 each (default 3)")
     k.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
     k.set_defaults(func=cmd_calibrate)
 

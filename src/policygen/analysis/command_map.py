@@ -125,7 +125,7 @@ def map_for(run_dir: str | Path, env_steps: int) -> CommandMap | None:
 
 
 def calibrate(loaded, points: int = 21, episodes: int = 10, seed: int = 1, backend: str | None = None,
-              refine: int = 2) -> dict:
+              refine: int = 3) -> dict:
     """Fit and save ``loaded``'s command map (see the module doc); the fit's rollouts and the map as a dict.
 
     ``points`` commands evenly over the returns seen in training, then ``refine`` rounds that each roll out the
