@@ -48,11 +48,6 @@ class LoadedRun:
                 return self._command_map.inputs_for(c), True
         return c, False
 
-    def thetas_for(self, commands, raw: bool = False) -> torch.Tensor:
-        """The generator's policies ``(N, P)`` for the returns ``commands`` (see ``generator_inputs``)."""
-        inputs, _ = self.generator_inputs(commands, raw)
-        return self.algo.generate(torch.as_tensor(inputs, dtype=torch.float32))
-
     def policy(self, command: float | None = None, raw: bool = False) -> Policy:
         """The run's policy (its evaluation policy, or the generator's output for ``command``)."""
         extra = {}
