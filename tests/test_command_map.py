@@ -65,6 +65,8 @@ def test_calibrate_then_generate_and_sweep_use_the_map_until_the_generator_chang
     inputs, mapped = loaded.generator_inputs(targets)
     assert mapped and np.allclose(inputs, CommandMap.load(run).inputs_for(targets))
     assert not loaded.generator_inputs(targets, raw=True)[1]
+    assert loaded.generate(targets[1]).meta["generator_input"] == pytest.approx(inputs[1])  # the Python API
+    assert "generator_input" not in loaded.generate(targets[1], raw=True).meta
     assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["command_map"] and len(out["generator_inputs"]) == 3
