@@ -144,3 +144,15 @@ def test_a_command_blind_generator_s_undefined_spearman_does_not_break_the_repor
     assert main(["report", str(runs), "--out", str(out)]) == 0
     calibration = json.loads((out / "report.json").read_text())["envs"]["InvertedPendulum-v5"]["calibration"]
     assert sorted(c["spearman"] is None for c in calibration) == [False, True]
+
+
+def test_a_calibration_swept_through_a_command_map_is_marked_as_such(runs, tmp_path, capsys):
+    (runs / "InvertedPendulum-v5-gogepo-s1" / "sweep.json").write_text(json.dumps(
+        {"commands": [0, 500, 1000], "achieved_mean": [10, 490, 990], "achieved_std": [1, 1, 1],
+         "spearman": 1.0, "mae_frac": 0.01, "command_map": True}))
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert md.count("(through its command map)") == 2  # the per-run table and the calibration table, seed 1 only
+    calibration = json.loads((out / "report.json").read_text())["envs"]["InvertedPendulum-v5"]["calibration"]
+    assert sorted(c["command_map"] for c in calibration) == [False, True]

@@ -107,7 +107,8 @@ def run_rows(algos: dict[str, list[RunData]]) -> list[dict]:
                          "last_n": int(min(LAST_EVALS, len(r.evals))), "last_window": LAST_EVALS,
                          "env_steps": r.env_steps, "wall_s": r.wall_total,
                          "spearman": r.sweep.get("spearman") if r.sweep else None,
-                         "mae_frac": r.sweep.get("mae_frac") if r.sweep else None})
+                         "mae_frac": r.sweep.get("mae_frac") if r.sweep else None,
+                         "command_map": bool(r.sweep.get("command_map")) if r.sweep else False})
     return rows
 
 
@@ -212,7 +213,8 @@ def build_report(paths: list[str], out: str, env: str | None = None) -> dict:
             e["figures"]["calibration"] = f"calibration-{slug}.png"
             plot_calibration(env_name, swept, out_p / e["figures"]["calibration"])
         e["calibration"] = [{"run": str(r.path), "algorithm": r.algo, "seed": r.seed,
-                             "spearman": r.sweep.get("spearman"), "mae_frac": r.sweep.get("mae_frac")} for r in swept]
+                             "spearman": r.sweep.get("spearman"), "mae_frac": r.sweep.get("mae_frac"),
+                             "command_map": bool(r.sweep.get("command_map"))} for r in swept]
         e["generators_without_sweep"] = [str(r.path) for r in gens if r.sweep is None]
         result["envs"][env_name] = e
     atomic_write_bytes(out_p / "report.md", markdown(result).encode())

@@ -28,6 +28,10 @@ def _env_section(env: str, e: dict) -> list[str]:
     return lines
 
 
+_MAPPED = " (through its command map)"
+"""Marks a calibration swept through the run's command map (``policygen calibrate``), not G alone."""
+
+
 def _runs_section(e: dict) -> list[str]:
     if "runs" not in e:  # a report.json from before the per-run table
         return []
@@ -38,6 +42,7 @@ def _runs_section(e: dict) -> list[str]:
     for r in e["runs"]:
         mae = None if r["mae_frac"] is None else 100 * r["mae_frac"]
         cal = "-" if r["spearman"] is None and mae is None else f"{_f(r['spearman'], 2)} / {_f(mae, 0)}%"
+        cal += _MAPPED if r.get("command_map") else ""
         last = _f(r["last_mean"]) + ("" if r["last_n"] >= r["last_window"] else f" ({r['last_n']})")
         lines.append(f"| {r['algorithm']} | {r['seed']} | {_f(r['final'])} | {_f(r['best'])} | {last} "
                      f"| {r['env_steps']} | {_f(r['wall_s'], 0)} | {cal} |")
@@ -64,8 +69,8 @@ def _calibration_section(env: str, e: dict) -> list[str]:
     if "calibration" in e["figures"]:
         lines += [f"![generator calibration on {env}]({e['figures']['calibration']})", "",
                   "| run | algorithm | Spearman | MAE (share of range) |", "|---|---|---|---|"]
-        lines += [f"| {c['run']} | {c['algorithm']} | {_f(c['spearman'], 3)} | {_f(c['mae_frac'], 3)} |"
-                  for c in e["calibration"]]
+        lines += [f"| {c['run']} | {c['algorithm']} | {_f(c['spearman'], 3)} | {_f(c['mae_frac'], 3)}"
+                  f"{_MAPPED if c.get('command_map') else ''} |" for c in e["calibration"]]
         lines.append("")
     if e["generators_without_sweep"]:
         lines += [f"Calibration: {len(e['generators_without_sweep'])} generator run(s) hold no sweep.json, so no "
