@@ -153,6 +153,7 @@ def test_population_grows_while_episodes_are_short():
                                  dict(bucket_uniform_mix=-0.1), dict(bucket_uniform_mix=1.5),
                                  dict(confirm_episodes=-1), dict(confirm_episodes=1.5),
                                  dict(bucket_max_age=-1), dict(noise_free_spread=-1), dict(noise_free_spread=0.5),
+                                 dict(noise_subspace=-1), dict(noise_subspace=2.5),
                                  dict(generator="gan"), dict(cvae_latent=0), dict(cvae_kl_weight=-1.0)])
 def test_bad_config_refused(bad):
     with pytest.raises(PolicygenError):
@@ -367,3 +368,13 @@ def test_noise_free_spread_rolls_out_g_itself_across_the_seen_returns():
         assert (grid - theta).norm(dim=1).min() < 1e-3 * theta.norm()
     noisy = (thetas[:3] - algo.gen(torch.tensor([[0.8]])).detach()).norm(dim=1)
     assert (noisy > 0.05 * thetas[0].numel() ** 0.5).all()  # the first three explore around G(c*) with noise
+
+
+def test_subspace_noise_has_rank_k_and_the_per_weight_scale_of_full_noise():
+    full, sub = small(noise_policy=0.1), small(noise_policy=0.1, noise_subspace=4)
+    eps_full = full._noisy(0.5, 400, 0.1) - full._noisy(0.5, 1, 0.0)
+    eps_sub = sub._noisy(0.5, 400, 0.1) - sub._noisy(0.5, 1, 0.0)
+    assert torch.linalg.matrix_rank(eps_sub) == 4 and torch.linalg.matrix_rank(eps_full) > 4
+    assert float(eps_sub.std()) == pytest.approx(0.1, rel=0.15)
+    assert float(eps_full.std()) == pytest.approx(0.1, rel=0.05)
+    assert torch.equal(small(noise_subspace=4).noise_basis, sub.noise_basis)  # seeded: a resumed run has the same

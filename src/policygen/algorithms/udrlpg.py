@@ -72,6 +72,11 @@ class UDRLPGConfig:
     """sigma: std of the parameter-space exploration noise added to every generated weight."""
     noise_scaling: str = "uniform"
     """uniform: sigma on every weight (the paper); fan_in: sigma / sqrt(fan_in) per layer (flat_mlp.noise_scales)."""
+    noise_subspace: int = 0
+    """If > 0: the exploration noise lives in a fixed random subspace of this many directions (eps = z B, z
+    ~ N(0, I_k), B a seeded k x P Gaussian matrix scaled by 1/sqrt(k), so each weight's noise std is still
+    sigma); 0 (the paper): independent noise on every weight. Stored policies of one return region then differ
+    in k numbers, not P, so their mean, which G regresses to, estimates the direction that earned the return."""
     noise_free_spread: int = 0
     """How many of each iteration's policies (at most all but one) are G(c) itself, without noise, at commands
     c drawn uniformly between the lowest and the best return seen (0: the paper, every policy G(c*) + noise).
@@ -154,6 +159,8 @@ class UDRLPGConfig:
     Needs a fixed return range (``return_range`` or a hand-set one): a learned range moves the band."""
 
     def __post_init__(self) -> None:
+        if int(self.noise_subspace) != self.noise_subspace or self.noise_subspace < 0:
+            raise PolicygenError(f"udrlpg noise_subspace must be an integer >= 0, got {self.noise_subspace!r}")
         if int(self.noise_free_spread) != self.noise_free_spread or self.noise_free_spread < 0:
             raise PolicygenError(f"udrlpg noise_free_spread must be an integer >= 0, got {self.noise_free_spread!r}")
         positive = {"chunk": self.chunk, "embed_dim": self.embed_dim, "batch_size": self.batch_size,
@@ -238,6 +245,11 @@ class UDRLPG(Algorithm):
         self.spec = MLPSpec(info.obs_dim, info.act_dim, hidden=config.policy_hidden,
                             action_high=info.action_high)
         self.noise_scale = noise_scales(self.spec, config.noise_scaling)
+        self.noise_basis = None
+        if config.noise_subspace > 0:
+            basis_rng = torch.Generator().manual_seed(self.seed + 3)
+            k = int(config.noise_subspace)
+            self.noise_basis = torch.randn(k, self.spec.num_params, generator=basis_rng) / math.sqrt(k)
         self.return_convention = config.return_convention
         with torch.random.fork_rng(devices=[]):  # seed the generator's init without touching global state
             torch.manual_seed(self.seed)
@@ -358,7 +370,10 @@ class UDRLPG(Algorithm):
             base = self.gen(c.expand(n, 1), self.gen.sample_latents(n, self.noise))
         else:
             base = self.gen(c)
-        eps = torch.randn(n, base.shape[1], generator=self.noise)
+        if self.noise_basis is None:
+            eps = torch.randn(n, base.shape[1], generator=self.noise)
+        else:
+            eps = torch.randn(n, self.noise_basis.shape[0], generator=self.noise) @ self.noise_basis
         return base + sigma * self.noise_scale * eps
 
     @torch.no_grad()
