@@ -56,7 +56,9 @@ def test_calibrate_then_generate_and_sweep_use_the_map_until_the_generator_chang
     assert main(["calibrate", run, "--points", "4", "--episodes", "2", "--refine", "0"]) == 0
     assert len(json.loads(capsys.readouterr().out)["commands"]) == 4
     assert main(["calibrate", run, "--points", "4", "--episodes", "2", "--refine", "1"]) == 0
-    fit = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    fit = json.loads(out)
+    assert "[calibrate] grid: 4 commands x 2 episodes" in err and "written to" in err  # progress on long work
     # one round adds the midpoints of up to 2 of the steepest neighbouring pairs
     assert fit["env_steps_used"] > 0 and 4 <= len(fit["commands"]) <= 6 and np.all(np.diff(fit["commands"]) > 0)
     loaded = load_run(run)

@@ -177,7 +177,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from policygen.algorithms.loading import load_run
     from policygen.analysis.command_map import calibrate
 
-    result = calibrate(load_run(a.run_dir), a.points, a.episodes, a.seed, a.backend, a.refine)
+    result = calibrate(load_run(a.run_dir), a.points, a.episodes, a.seed, a.backend, a.refine,
+                       progress=lambda line: print(f"[calibrate] {line}", file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2))
     print(f"policygen: command map written to {result['map']} ({result['env_steps_used']} env steps); generate "
           f"and sweep use it from now on (--raw: the generator alone)", file=sys.stderr)

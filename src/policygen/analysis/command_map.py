@@ -125,14 +125,16 @@ def map_for(run_dir: str | Path, env_steps: int) -> CommandMap | None:
 
 
 def calibrate(loaded, points: int = 21, episodes: int = 10, seed: int = 1, backend: str | None = None,
-              refine: int = 3) -> dict:
+              refine: int = 3, progress=None) -> dict:
     """Fit and save ``loaded``'s command map (see the module doc); the fit's rollouts and the map as a dict.
 
     ``points`` commands evenly over the returns seen in training, then ``refine`` rounds that each roll out the
     midpoints of the ``points // 2`` neighbouring pairs whose fitted returns differ most: where G's return climbs
     steeply (a pendulum G goes from falling to balancing within a few percent of the range) an even grid is too
-    coarse to invert."""
+    coarse to invert. ``progress(line)``, if given, hears of each pass as it starts."""
     from policygen.analysis.sweep import seen_range, sweep
+
+    say = progress or (lambda line: None)
 
     if points < 2 or refine < 0:
         raise PolicygenError(f"--points must be at least 2 and --refine at least 0, got {points}, {refine}")
@@ -140,6 +142,7 @@ def calibrate(loaded, points: int = 21, episodes: int = 10, seed: int = 1, backe
     if not hi > lo:
         raise PolicygenError(f"{loaded.run.path}: the returns seen in training span nothing ({lo}); no map")
     grid = np.linspace(lo, hi, points)
+    say(f"grid: {points} commands x {episodes} episodes")
     res = sweep(loaded, grid, episodes, seed, backend, raw=True)
     raw_spearman, raw_mae = res["spearman"], res["mae_frac"]
     cmds, ach, steps = grid, np.asarray(res["achieved_mean"]), res["rollout_env_steps"]
@@ -150,6 +153,7 @@ def calibrate(loaded, points: int = 21, episodes: int = 10, seed: int = 1, backe
         if not steep:
             break
         new = (cmds[steep] + cmds[np.add(steep, 1)]) / 2
+        say(f"refinement {r + 1} of {refine}: {len(new)} commands x {episodes} episodes ({steps} env steps so far)")
         # other episodes than the grid's and than a default sweep's (seed 0)
         res = sweep(loaded, new, episodes, seed + 1000 * (r + 1), backend, raw=True)
         order = np.argsort(np.concatenate([cmds, new]), kind="stable")
