@@ -199,34 +199,6 @@ def test_evaluator_heads_train_apart_predict_their_mean_and_round_trip():
         tiny(evaluator_heads=0)
 
 
-def test_generator_average_trails_g_and_round_trips(tmp_path):
-    algo = tiny(generator_ema=0.5, seed=2)
-    plain = tiny(seed=2)  # same seed, no average: training must not change with the option
-    eng, eng_plain = FakeEngine(), FakeEngine()
-    for _ in range(3):
-        assert algo.iterate(eng) == plain.iterate(eng_plain)
-    cmds = [0.0, 500.0]
-    assert torch.equal(algo.generator(algo.command_input(cmds)), plain.generate(cmds))
-    algo.use_average = False
-    g = algo.generate(cmds)
-    algo.use_average = True
-    avg = algo.generate(cmds)
-    assert not torch.equal(g, avg)  # the average lags G's last steps
-    # decay 0.5 per step: the average is 0.5 * (average before) + 0.5 * G after each step
-    before = [p.clone() for p in algo.generator_avg.parameters()]
-    algo.cfg.generator_steps = 1
-    algo._update_generator()
-    for b, a, p in zip(before, algo.generator_avg.parameters(), algo.generator.parameters(), strict=True):
-        assert torch.allclose(a, 0.5 * b + 0.5 * p)
-    assert algo.eval_policy()[0].equal(algo.generate([algo.best_command()])[0])
-    save_state(tmp_path / "s.safetensors", {"algo": algo.state_dict()}, kind="checkpoint")
-    again = tiny(generator_ema=0.5, seed=9)
-    again.load_state_dict(load_state(tmp_path / "s.safetensors", kind="checkpoint")["algo"])
-    assert torch.equal(again.generate(cmds), algo.generate(cmds))
-    with pytest.raises(PolicygenError, match="generator_ema"):
-        tiny(generator_ema=1.0)
-
-
 def test_spread_perturbed_policies_explore_around_g_across_the_seen_range():
     algo = tiny(noise_free_policies=1, spread_perturbed=0.5, policies_per_iteration=5, steps_per_iteration=0,
                 evaluator_steps=0, generator_steps=0)

@@ -55,7 +55,6 @@ Presets (both first-class):
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -158,10 +157,6 @@ class GoGePoConfig:
     """Adam learning rate of V (value MLP and probing states)."""
     generator_lr: float = 2e-6
     """Adam learning rate of G."""
-    generator_ema: float = 0.0
-    """If > 0: keep an exponential moving average of G's weights (this decay per generator step) and use it
-    for evaluation, ``generate`` and sweeps; training rollouts still explore around G itself. 0 (the paper):
-    G itself everywhere. The average smooths the last updates' chase of V's current errors."""
     buffer_size: int = 10_000
     """Capacity of the FIFO replay buffer, in policies."""
     buffer_dtype: str = "float32"
@@ -266,11 +261,6 @@ class GoGePo(Algorithm):
             self.extra_heads = torch.nn.ModuleList(
                 FingerprintEvaluator(self.spec, c.n_probe, c.evaluator_hidden, c.probe_init).mlp
                 for _ in range(int(c.evaluator_heads) - 1))
-        self.generator_avg = None
-        if c.generator_ema > 0:
-            self.generator_avg = copy.deepcopy(self.generator).requires_grad_(False)
-        self.use_average = True
-        """With ``generator_ema``: ``generate`` uses the average (False: G itself, e.g. to compare them)."""
         self.opt_g = adam(self.generator.parameters(), c.generator_lr)
         self.opt_v = adam([*self.evaluator.parameters(), *self.extra_heads.parameters()], c.evaluator_lr)
         self.buffer = RecencyBuffer(self.spec.num_params, c.buffer_size, c.recency_alpha,
@@ -311,8 +301,6 @@ class GoGePo(Algorithm):
             raise PolicygenError(f"anchor_weight must be >= 0, got {c.anchor_weight!r}")
         if not c.sigma >= 0:
             raise PolicygenError(f"sigma must be >= 0, got {c.sigma!r}")
-        if not 0.0 <= c.generator_ema < 1.0:
-            raise PolicygenError(f"generator_ema must be in [0, 1) (0: off), got {c.generator_ema!r}")
         if c.noise_scaling not in NOISE_SCALINGS:
             raise PolicygenError(f"noise_scaling {c.noise_scaling!r} is not one of {list(NOISE_SCALINGS)}")
 
@@ -392,16 +380,11 @@ class GoGePo(Algorithm):
 
     # --- the loop ----------------------------------------------------------------------------------
     def generate(self, commands) -> torch.Tensor:
-        """Noise-free policies for raw return commands (B,) -> thetas (B, P), from the weight average of G
-        if ``generator_ema`` is on (and ``use_average``), else from G."""
-        averaged = self.generator_avg is not None and self.use_average
-        return self._generate(commands, self.generator_avg if averaged else self.generator)
-
-    def _generate(self, commands, generator: torch.nn.Module) -> torch.Tensor:
+        """Noise-free policies for raw return commands (B,) -> thetas (B, P)."""
         if not np.isfinite(np.asarray(commands, dtype=np.float64)).all():
             raise PolicygenError(f"commands must be finite returns, got {list(np.asarray(commands).ravel()[:3])}")
         with torch.no_grad():
-            return generator(self.command_input(commands))
+            return self.generator(self.command_input(commands))
 
     def iterate(self, engine) -> dict:
         c = self.cfg
@@ -418,10 +401,10 @@ class GoGePo(Algorithm):
         noise = torch.randn(n, self.spec.num_params, generator=self.gen)
         noise[:n_free] = 0.0
         spread = c.spread_noise_free and self.episodes and n_free > 1
-        bases = self._generate(commands[:n_free] if spread else [command], self.generator)
+        bases = self.generate(commands[:n_free] if spread else [command])
         thetas = torch.cat([bases, bases[:1].expand(n - len(bases), -1)])
         if n_spread:
-            thetas[n - n_spread:] = self._generate(commands[n - n_spread:], self.generator)
+            thetas[n - n_spread:] = self.generate(commands[n - n_spread:])
         thetas = thetas + c.sigma * self.noise_scale * noise
         ran_under = (engine.obs_stats.mean.copy(), engine.obs_stats.std.copy()) if c.rebase_buffer else None
         res = engine.evaluate(thetas, episodes=1, update_stats=True)
@@ -518,11 +501,6 @@ class GoGePo(Algorithm):
                 self.opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt_g.step()
-                if self.generator_avg is not None:
-                    with torch.no_grad():
-                        for avg, p in zip(self.generator_avg.parameters(), self.generator.parameters(),
-                                          strict=True):
-                            avg.lerp_(p, 1.0 - self.cfg.generator_ema)
                 losses.append(loss.item())
         finally:
             self.evaluator.requires_grad_(True)
@@ -574,8 +552,6 @@ class GoGePo(Algorithm):
     # --- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         heads = {"extra_heads": dict(self.extra_heads.state_dict())} if len(self.extra_heads) else {}
-        if self.generator_avg is not None:
-            heads["generator_avg"] = dict(self.generator_avg.state_dict())
         return {**heads, "generator": dict(self.generator.state_dict()),
                 "evaluator": dict(self.evaluator.state_dict()),
                 "opt_g": optimizer_state(self.opt_g), "opt_v": optimizer_state(self.opt_v),
@@ -589,8 +565,6 @@ class GoGePo(Algorithm):
         self.evaluator.load_state_dict(state["evaluator"])
         if len(self.extra_heads):
             self.extra_heads.load_state_dict(state["extra_heads"])
-        if self.generator_avg is not None:
-            self.generator_avg.load_state_dict(state["generator_avg"])
         load_optimizer_state(self.opt_g, state["opt_g"])
         load_optimizer_state(self.opt_v, state["opt_v"])
         self.buffer.load_state_dict(state["buffer"])
