@@ -84,6 +84,11 @@ def test_demo_trains_commands_tables_and_plots(capsys, tmp_path):
     result = json.loads((out_dir / "sweep.json").read_text())
     assert len(result["commands"]) == 3 and len(result["evaluator_prediction"]) == 3
     assert "V(G(c))" in out
+    # the second table: the same commands through the command map fitted after training
+    assert "through its command map" in out and (out_dir / "command_map.json").exists()
+    mapped = json.loads((out_dir / "sweep-mapped.json").read_text())
+    assert mapped["command_map"] and mapped["commands"] == result["commands"] and not result["command_map"]
+    assert (out_dir / "sweep-mapped.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("argv, words", [

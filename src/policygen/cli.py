@@ -204,9 +204,26 @@ def cmd_demo(a: argparse.Namespace) -> int:
     plot = str(Path(a.out) / "sweep.png")
     plot_sweep(result, plot)
     atomic_write_json(Path(a.out) / "sweep.json", result)
-    print(f"\ncommanded vs achieved return on {a.env} ({a.episodes} episodes each):")
+    print(f"\ncommanded vs achieved return on {a.env} ({a.episodes} episodes each), the generator alone:")
     print(table(result))
-    print(f"\nplot: {plot}\nrun:  {a.out}  (policygen generate {a.out} --command R --out policy.pt)")
+    plots = [plot]
+    if not a.no_map:
+        import numpy as np
+
+        from policygen.analysis.command_map import calibrate
+
+        print("[demo] fitting the generator's command map (policygen calibrate) on other episodes", file=sys.stderr)
+        fit = calibrate(loaded, seed=a.seed + 1,
+                        progress=lambda line: print(f"[calibrate] {line}", file=sys.stderr, flush=True))
+        mapped = sweep(load_run(a.out), np.asarray(result["commands"]), a.episodes, a.seed)
+        plots.append(str(Path(a.out) / "sweep-mapped.png"))
+        plot_sweep(mapped, plots[-1])
+        atomic_write_json(Path(a.out) / "sweep-mapped.json", mapped)
+        print(f"\nthe same commands through its command map (fitted after training on {fit['env_steps_used']} "
+              f"env steps of other episodes):")
+        print(table(mapped))
+    print(f"\nplot: {', '.join(plots)}\nrun:  {a.out}  (policygen generate {a.out} --command R --out policy.pt; "
+          f"--raw: the generator alone)")
     return 0
 
 
@@ -438,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-commands", type=COUNT, default=11, help="commands across the seen range (default 11)")
     d.add_argument("--episodes", type=COUNT, default=5, help="episodes per command (default 5)")
     d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo, overwritten)")
+    d.add_argument("--no-map", action="store_true",
+                   help="skip the command map (policygen calibrate) and its second table")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("runs", help="list run directories: status, env, algorithm, best and last evaluation")

@@ -134,7 +134,8 @@ def plot_sweep(result: dict, path: str) -> None:
     # a no_survival_bonus run on an env without a bonus uses the standard return: say that, not the setting
     ax.set_xlabel("commanded return" + (f" (survival bonus {removed:g}/step removed)" if removed else ""))
     ax.set_ylabel("achieved return")
-    ax.set_title(f"{result['algorithm']} on {result['env_id']}: {_calibration(result, 2, 0)}", fontsize=9)
+    via = ", through its command map" if result.get("command_map") else ""
+    ax.set_title(f"{result['algorithm']} on {result['env_id']}{via}\n{_calibration(result, 2, 0)}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     buf = io.BytesIO()
