@@ -58,7 +58,8 @@ def test_survival_bonus_removed_only_from_training_returns(stub_id):
 def test_k_episodes_are_averaged_and_counted(stub_id):
     eng = RolloutEngine(stub_id, SPEC, num_envs=3, backend="gymnasium", normalize_obs=False)
     res = eng.evaluate(constant_policies([0.2, -0.2]), episodes=3, record=True)
-    assert res.episode_returns.shape == (2, 3)
+    assert res.episode_returns.shape == res.episode_lengths.shape == (2, 3)
+    np.testing.assert_array_equal(res.episode_lengths.mean(axis=1), res.lengths)
     assert res.env_steps == 3 * (expected(0.2)[1] + expected(-0.2)[1])
     assert len(res.trajectories) == 6 and res.trajectories[0]["obs"].shape == (expected(0.2)[1], 2)
 
@@ -192,3 +193,16 @@ def test_envpool_direct_step_matches_the_public_step(env_id):
         direct.close()
         public.close()
     assert env_id.startswith("MetaWorld") or ends > 0, "no episode ended: terminations were not compared"
+
+
+def test_sweep_removes_the_survival_bonus_per_episode_not_by_the_mean_length():
+    from policygen.analysis.sweep import convention_returns
+    from policygen.rollout.engine import RolloutResult
+
+    # one policy, two episodes: falls at step 100 (standard 250) or hops 1000 steps (standard 2500)
+    res = RolloutResult(np.array([1375.0]), np.array([825.0]), np.array([550.0]), 1100, np.array([False]),
+                        episode_returns=np.array([[250.0, 2500.0]]), episode_lengths=np.array([[100, 1000]]))
+    per_ep = convention_returns(res, 1.0)
+    np.testing.assert_allclose(per_ep, [[150.0, 1500.0]])
+    assert per_ep.mean() == res.train_returns[0] and per_ep.std() == 675.0  # by the mean length: 1125
+    np.testing.assert_array_equal(convention_returns(res, 0.0), res.episode_returns)

@@ -15,7 +15,7 @@ import torch
 from policygen.algorithms.loading import LoadedRun
 from policygen.analysis.stats import spearman_or_none
 from policygen.errors import PolicygenError
-from policygen.rollout.engine import RolloutEngine
+from policygen.rollout.engine import RolloutEngine, RolloutResult
 from policygen.runs.files import atomic_write_bytes
 
 MAX_COMMANDS = 10_000
@@ -53,6 +53,12 @@ def outside_note(commands: np.ndarray, seen: tuple[float, float]) -> list[float]
     return [float(c) for c in commands if c < seen[0] - 1e-9 or c > seen[1] + 1e-9]
 
 
+def convention_returns(res: RolloutResult, bonus: float) -> np.ndarray:
+    """(B, k) returns of every episode in the run's convention: each episode's standard return minus ``bonus``
+    per step of that episode (not of the mean length: that keeps the mean but not the spread)."""
+    return res.episode_returns - bonus * res.episode_lengths if bonus else res.episode_returns
+
+
 def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int = 0,
           backend: str | None = None, raw: bool = False) -> dict:
     """Generate one policy per command, run ``episodes`` episodes of each (one engine call), compare. The
@@ -70,8 +76,7 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
     res = engine.evaluate(thetas, episodes=episodes, count_steps=False)
     engine.close()
     bonus = engine.info.survival_bonus if algo.return_convention == "no_survival_bonus" else 0.0
-    # per-episode returns in the run's convention: the standard return minus the bonus per step
-    per_ep = res.episode_returns - (bonus * res.lengths[:, None] if bonus else 0.0)
+    per_ep = convention_returns(res, bonus)
     achieved = per_ep.mean(axis=1)
     span = float(commands.max() - commands.min()) if len(commands) > 1 else 1.0
     out = {

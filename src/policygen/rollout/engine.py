@@ -46,6 +46,8 @@ class RolloutResult:
     success signal."""
     episode_successes: np.ndarray | None = None
     """(B, k) bool, each episode's success; None without a success signal."""
+    episode_lengths: np.ndarray | None = None
+    """(B, k) length of every episode (``lengths`` is their mean)."""
 
 
 def checked_env(env_id: str, spec: MLPSpec, return_convention: str, env_kwargs: dict | None) -> EnvInfo:
@@ -143,7 +145,7 @@ class RolloutEngine:
         return RolloutResult(mean(ret), mean(train), mean(length), steps,
                              failed.reshape(b, episodes).any(axis=1), trajs, ret.reshape(b, episodes), stats,
                              None if succ is None else mean(succ.astype(np.float64)),
-                             None if succ is None else succ.reshape(b, episodes))
+                             None if succ is None else succ.reshape(b, episodes), length.reshape(b, episodes))
 
     def _run(self, jobs: np.ndarray, record: bool):
         n_jobs, slots = len(jobs), min(self.num_envs, len(jobs))

@@ -317,4 +317,5 @@ class RayRolloutEngine:
                              int(sum(p["steps"] for p in parts)), cat("failed").reshape(b, episodes).any(axis=1),
                              trajs, ret.reshape(b, episodes), stats,
                              None if succ is None else mean(succ.astype(np.float64)),
-                             None if succ is None else succ.reshape(b, episodes))
+                             None if succ is None else succ.reshape(b, episodes),
+                             cat("lengths").reshape(b, episodes))
