@@ -7,16 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 S="${1:-30}"
 PG=.venv/bin/policygen
-stamp() { .venv/bin/python - "$1" <<'PY'
-import json, platform, subprocess, sys, datetime
-p = sys.argv[1]; d = json.load(open(p))
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-d.update(date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), machine=f"{cpu}, {d['cpus']} cores",
-         commit=subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
-json.dump(d, open(p, "w"), indent=2)
-print(json.dumps({k: d[k] for k in ("backend", "policies", "engine_steps_per_s", "raw_steps_per_s", "ratio", "slot_utilisation", "backend_share", "peak_rss_mb")}))
-PY
-}
+stamp() { .venv/bin/python bench/stamp_rollout.py "$1"; }
 $PG bench rollout --env Hopper-v5 --policies 64 --hidden 256,256 --seconds "$S" --backend envpool > bench/results/rollout-envpool-64.json
 stamp bench/results/rollout-envpool-64.json
 $PG bench rollout --env Hopper-v5 --policies 64 --hidden 256,256 --seconds "$S" --backend gymnasium --num-envs 16 > bench/results/rollout-gymnasium-64.json

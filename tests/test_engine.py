@@ -8,6 +8,7 @@ from conftest import stub_length
 from policygen.envs.make import env_info
 from policygen.errors import EnvFault, PolicygenError
 from policygen.policies import MLPSpec
+from policygen.policies.flat_mlp import init_thetas
 from policygen.rollout import RolloutEngine
 
 # a bias-only linear policy: action = clip(b) whatever the observation
@@ -24,10 +25,11 @@ def expected(a, healthy=0.0, limit=12):
     return n * (a + healthy), n
 
 
-@pytest.mark.parametrize("num_envs", [1, 3, 8, 64])
-def test_every_policy_once_with_its_own_return_and_length(stub_id, num_envs):
+@pytest.mark.parametrize("num_envs,procs", [(1, 1), (3, 1), (8, 1), (64, 1), (3, 2), (8, 3)])
+def test_every_policy_once_with_its_own_return_and_length(stub_id, num_envs, procs):
     actions = np.linspace(-1, 1, 21)[:-1] + 0.03  # away from the rounding boundaries of the length
-    eng = RolloutEngine(stub_id, SPEC, num_envs=num_envs, backend="gymnasium", normalize_obs=False)
+    eng = RolloutEngine(stub_id, SPEC, num_envs=num_envs, backend="gymnasium", normalize_obs=False,
+                        num_threads=procs)
     res = eng.evaluate(constant_policies(actions))
     for i, a in enumerate(actions):
         ret, n = expected(a)
@@ -206,3 +208,31 @@ def test_sweep_removes_the_survival_bonus_per_episode_not_by_the_mean_length():
     np.testing.assert_allclose(per_ep, [[150.0, 1500.0]])
     assert per_ep.mean() == res.train_returns[0] and per_ep.std() == 675.0  # by the mean length: 1125
     np.testing.assert_array_equal(convention_returns(res, 0.0), res.episode_returns)
+
+
+def test_gymnasium_slots_over_processes_give_the_numbers_of_one_process():
+    """Hopper episodes of different lengths, so slots reset at different times in every process."""
+    info = env_info("Hopper-v5")
+    spec = MLPSpec(info.obs_dim, info.act_dim, (8,), action_high=info.action_high)
+    thetas = init_thetas(spec, 10, torch.Generator().manual_seed(0))
+    runs = []
+    for procs in (None, 2, 3):
+        eng = RolloutEngine("Hopper-v5", spec, num_envs=4, backend="gymnasium", seed=3, num_threads=procs)
+        res = eng.evaluate(thetas, episodes=2, update_stats=True, record=True)
+        runs.append((res.returns, res.lengths, eng.obs_stats.mean, res.trajectories[7]["obs"]))
+        eng.close()
+    assert len(set(runs[0][1].ravel())) > 3  # the episodes did end at different steps
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_killed_gymnasium_worker_process_is_one_clear_error(stub_id):
+    eng = RolloutEngine(stub_id, SPEC, num_envs=2, backend="gymnasium", normalize_obs=False, num_threads=2)
+    eng.evaluate(constant_policies([0.1, 0.2]))
+    worker = eng._backend._workers[0].proc
+    worker.kill()
+    worker.wait()
+    with pytest.raises(EnvFault, match=r"worker process \(pid \d+\) ended with exit code -9"):
+        eng.evaluate(constant_policies([0.1, 0.2]))
+    eng.close()

@@ -30,9 +30,9 @@ def engine(fault: str, tolerate: bool = True, **kw) -> RolloutEngine:
                          env_kwargs={"fault": fault, **kw.pop("env", {})}, **kw)
 
 
-@pytest.mark.parametrize("fault", ["raise", "nan_obs", "inf_reward"])
-def test_faulty_episodes_are_marked_and_the_others_are_exact(fault):
-    eng = engine(fault)
+@pytest.mark.parametrize("fault,procs", [("raise", 1), ("nan_obs", 1), ("inf_reward", 1), ("raise", 2)])
+def test_faulty_episodes_are_marked_and_the_others_are_exact(fault, procs):
+    eng = engine(fault, num_threads=procs)  # procs 2: slot 1's faults happen in a worker process
     res = eng.evaluate(constant_policies(ACTIONS), update_stats=True, record=True)
     np.testing.assert_array_equal(res.failed, BAD)
     assert np.isnan(res.returns[BAD]).all() and np.isnan(res.train_returns[BAD]).all()
@@ -53,8 +53,9 @@ def test_a_strict_engine_gives_one_clear_error(fault, words):
         engine(fault, tolerate=False).evaluate(constant_policies(ACTIONS))
 
 
-def test_a_hanging_env_is_cut_off_by_the_step_timeout():
-    eng = engine("hang", step_timeout=0.3, env={"hang_s": 30.0})
+@pytest.mark.parametrize("procs", [1, 2])
+def test_a_hanging_env_is_cut_off_by_the_step_timeout(procs):
+    eng = engine("hang", step_timeout=0.3, env={"hang_s": 30.0}, num_threads=procs)
     t0 = time.perf_counter()
     res = eng.evaluate(constant_policies(ACTIONS))
     assert time.perf_counter() - t0 < 5.0

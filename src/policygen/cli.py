@@ -237,7 +237,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.compare_local and a.backend != "ray":
         raise PolicygenError(f"--compare-local measures --backend ray beside the local engine; got --backend "
                              f"{a.backend!r}")
-    ray = dict(ray_address=a.ray_address, ray_workers=a.ray_workers, compare_local=a.compare_local)
+    ray = dict(ray_address=a.ray_address, ray_workers=a.ray_workers, compare_local=a.compare_local,
+               env_threads=a.env_threads or None)
     print(json.dumps(bench_rollout(a.env, a.policies, hidden, a.seconds, a.backend, a.num_envs, a.seed, **ray),
                      indent=2))
     return 0
@@ -370,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--torch-threads", type=NONNEG, default=1,
                    help="torch threads for the updates (default 1: the other core steps the physics; 0 = torch's)")
     t.add_argument("--env-threads", type=NONNEG, default=0,
-                   help="EnvPool worker threads (default 0: min(num-envs, 2); 1 when two runs share 2 cores)")
+                   help="EnvPool worker threads, or the Gymnasium backend's processes (default 0: EnvPool "
+                        "min(num-envs, 2), Gymnasium 1; 1 when two runs share 2 cores)")
     t.add_argument("--eval-every", type=COUNT, help="evaluate every N env steps (default steps/20)")
     t.add_argument("--eval-episodes", type=COUNT, default=10, help="episodes per evaluation (default 10)")
     t.add_argument("--checkpoint-every", type=COUNT, default=20, help="checkpoint every N iterations (default 20; "
@@ -506,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--compare-local", action="store_true",
                     help="with --backend ray: measure the local engine too, alternated, and report ratio_to_local")
     br.add_argument("--num-envs", type=ENVS, help="env slots (default min(policies, 64))")
+    br.add_argument("--env-threads", type=NONNEG, default=0, help="EnvPool threads or Gymnasium processes, engine "
+                    "and raw alike (default 0: EnvPool min(num-envs, 2), Gymnasium 1)")
     br.add_argument("--seed", type=SEED, default=0)
     br.set_defaults(func=cmd_bench)
     _suite_parser(bsub)

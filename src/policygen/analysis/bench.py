@@ -18,10 +18,11 @@ from policygen.rollout.engine import RolloutEngine
 from policygen.rollout.factory import make_engine
 
 
-def raw_steps_per_s(env_id: str, backend: str, num_envs: int, seconds: float, seed: int = 0) -> float:
+def raw_steps_per_s(env_id: str, backend: str, num_envs: int, seconds: float, seed: int = 0,
+                    env_threads: int | None = None) -> float:
     """Random actions on every slot of the same backend, episodes restarted as they end."""
     info = env_info(env_id)
-    be = make_backend(backend, env_id, num_envs, seed)
+    be = make_backend(backend, env_id, num_envs, seed, num_threads=env_threads)
     rng = np.random.default_rng(seed)
     ids = np.arange(num_envs)
     high = np.asarray(info.action_high, dtype=np.float32)
@@ -56,11 +57,12 @@ def engine_steps_per_s(engine, thetas: torch.Tensor, seconds: float,
 
 def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: float, backend: str = "auto",
                   num_envs: int | None = None, seed: int = 0, rounds: int = 2, ray_address: str | None = None,
-                  ray_workers: int = 0, compare_local: bool = False) -> dict:
+                  ray_workers: int = 0, compare_local: bool = False, env_threads: int | None = None) -> dict:
     """Engine vs raw env steps/s, alternated ``rounds`` times so machine drift hits both alike.
 
     ``backend="ray"``: the engine over Ray actors; raw (and, with ``compare_local``, the local engine, whose
     figure gives ``ratio_to_local``) use the environments' backend the actors use, in this process.
+    ``env_threads``: EnvPool's threads or the Gymnasium backend's processes, for the engine and raw alike.
     """
     if policies < 1 or (num_envs is not None and num_envs < 1) or not 0 < seconds < math.inf:
         raise PolicygenError(f"bench rollout needs --policies >= 1, --num-envs >= 1 and a finite --seconds > 0; "
@@ -73,8 +75,9 @@ def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: 
     spec = MLPSpec(info.obs_dim, info.act_dim, hidden, action_high=info.action_high)
     thetas = init_thetas(spec, policies, torch.Generator().manual_seed(seed))
     engine = make_engine(env_id, spec, num_envs=num_envs, backend=backend if backend == "ray" else inner, seed=seed,
-                         ray_address=ray_address, ray_workers=ray_workers)
-    local = RolloutEngine(env_id, spec, num_envs=num_envs, backend=inner, seed=seed) if compare_local else None
+                         ray_address=ray_address, ray_workers=ray_workers, num_threads=env_threads)
+    local = (RolloutEngine(env_id, spec, num_envs=num_envs, backend=inner, seed=seed, num_threads=env_threads)
+             if compare_local else None)
     for e in (engine, local):
         if e is not None:
             e.evaluate(thetas[: min(policies, num_envs)], update_stats=True)  # warm-up, fills obs statistics
@@ -85,7 +88,7 @@ def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: 
         eng.append(rate)
         in_backend.append(share)
         calls += n
-        raw.append(raw_steps_per_s(env_id, inner, num_envs, seconds / rounds, seed))
+        raw.append(raw_steps_per_s(env_id, inner, num_envs, seconds / rounds, seed, env_threads))
         if local is not None:
             loc.append(engine_steps_per_s(local, thetas, seconds / rounds)[0])
     # the share of slot-steps that ran a policy: below 1 when a call's last long episodes run on few slots
@@ -98,6 +101,7 @@ def bench_rollout(env_id: str, policies: int, hidden: tuple[int, ...], seconds: 
         out.update(local_engine_steps_per_s=float(np.mean(loc)), ratio_to_local=e / float(np.mean(loc)))
     return {
         "env_id": env_id, "backend": backend if backend == "ray" else inner, "num_envs": num_envs,
+        "env_threads": env_threads,
         "policies": policies, "hidden": list(hidden), "params_per_policy": spec.num_params, "seconds": seconds,
         "engine_steps_per_s": e, "raw_steps_per_s": r, "ratio": e / r, **out, "engine_calls": calls,
         "slot_utilisation": utilisation, "backend_share": float(np.mean(in_backend)),
