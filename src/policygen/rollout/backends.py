@@ -216,7 +216,7 @@ class ProcessGymnasiumBackend:
 
     MuJoCo's Python bindings hold the GIL while they step, so threads would take turns; processes step in
     parallel. Each call sends the workers their slots' actions as raw bytes, steps this process's slots
-    meanwhile, then collects the answers (``spin_poll``). 1.45-1.7x the env steps/s of one process on 2 cores
+    meanwhile, then collects the answers (``spin_poll``). 1.2-1.8x the env steps/s of one process on 2 cores
     (16-32 slots of Hopper, Swimmer, Pusher: bench/rollout_procs.sh). Reset seeds are drawn here in slot order, as
     ``GymnasiumBackend`` draws them, so results do not depend on ``procs``. Workers ignore SIGINT/SIGTERM
     (the run's own stop finishes its iteration with them) and exit when the pipe closes, also when this
