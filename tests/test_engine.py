@@ -236,3 +236,12 @@ def test_a_killed_gymnasium_worker_process_is_one_clear_error(stub_id):
     with pytest.raises(EnvFault, match=r"worker process \(pid \d+\) ended with exit code -9"):
         eng.evaluate(constant_policies([0.1, 0.2]))
     eng.close()
+
+
+@pytest.mark.parametrize("cores,threads,offset", [({0, 1}, 2, 0), ({0, 1}, 1, -1), ({2, 3}, 2, 2), ({0, 2}, 2, -1),
+                                                  ({0, 1, 2, 3}, 2, -1)])
+def test_envpool_threads_are_pinned_only_when_they_take_every_core_of_the_process(monkeypatch, cores, threads, offset):
+    from policygen.rollout import backends
+
+    monkeypatch.setattr(backends.os, "sched_getaffinity", lambda pid: cores)
+    assert backends.pinned_offset(threads) == offset
