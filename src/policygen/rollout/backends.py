@@ -421,7 +421,8 @@ def pinned_offset(threads: int) -> int:
     every core this process may use (a run alone on the machine; runs that share the cores are given fewer
     threads, and pinning those would stack them on the same cores), else -1 (not pinned). Pinned, a call of
     8 Swimmer slots took 245-251 us against 267-307 us, ARS on Swimmer 500k steps trained in 18.0-18.3 s against
-    19.4-20.8 s, and the engine stepped Hopper 10% faster (2026-12-07, Intel Xeon 2 cores, quiet)."""
+    19.4-20.8 s, the engine stepped Hopper 10% faster, and GoGePo on Hopper (200k steps; updates are most of its
+    time) took 163.5-164.8 s against 165.2-173.2 s with the same numbers (2026-12-07, Intel Xeon 2 cores, quiet)."""
     try:
         cores = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
