@@ -43,7 +43,8 @@ def serve(inp: Connection, out: Connection) -> None:
                 if op == b"s":
                     n = len(view) // (8 + 4 * act_dim)
                     ids = np.frombuffer(view[:8 * n], dtype=np.int64)
-                    actions = np.frombuffer(view[8 * n:], dtype=np.float32).reshape(n, act_dim)
+                    # a writable copy, as in one process (an env may write into its action)
+                    actions = np.frombuffer(view[8 * n:], dtype=np.float32).reshape(n, act_dim).copy()
                     out.send_bytes(encode_answer(*envs.step(ids, actions), envs.success, envs.errors))
                 else:
                     n = len(view) // 16
