@@ -396,9 +396,9 @@ def spin_poll(conn: Connection, seconds: float = 0.0005) -> bool:
     """Whether ``conn`` has a message within ``seconds``, polling (yielding the core to any other runnable
     process) before the caller blocks: a process blocked on a pipe takes tens of us to wake on this kind of VM.
     Measured (2 processes, quiet Intel Xeon): 8 Swimmer slots 260-280 us a call against 345-376 us blocking
-    at once; 16 Hopper slots 11.0-11.8k steps/s against 10.6-10.9k. Two such runs sharing the 2 cores get
-    6.0k each (4.6k spinning without yielding, 6.6k blocking at once, 7.7k in one process each: give runs
-    that share the cores ``--env-threads 1``)."""
+    at once; 16 Hopper slots 11.0-11.8k steps/s against 10.6-10.9k. Two runs sharing the 2 cores do worse
+    with processes than in one each (bench/share_cores.py: 6.5-6.6k against 8.2k steps/s each; spinning without
+    yielding was worse still), so such runs keep ``--env-threads 1``."""
     end = time.perf_counter() + seconds
     while not conn.poll(0):
         if time.perf_counter() > end:
@@ -420,9 +420,10 @@ def pinned_offset(threads: int) -> int:
     """EnvPool's ``thread_affinity_offset``: pin its thread i to core ``offset + i`` when its threads take
     every core this process may use (a run alone on the machine; runs that share the cores are given fewer
     threads, and pinning those would stack them on the same cores), else -1 (not pinned). Pinned, a call of
-    8 Swimmer slots took 245-251 us against 267-307 us, ARS on Swimmer 500k steps trained in 18.0-18.3 s against
-    19.4-20.8 s, the engine stepped Hopper 10% faster, and GoGePo on Hopper (200k steps; updates are most of its
-    time) took 163.5-164.8 s against 165.2-173.2 s with the same numbers (2026-12-07, Intel Xeon 2 cores, quiet)."""
+    8 Swimmer slots took 245-251 us against 267-307 us, ARS on Swimmer 500k steps trained in 17.6-18.0 s against
+    19.7-20.2 s (bench/commit_ab.sh), the engine stepped Hopper 10% faster, and GoGePo on Hopper (200k steps;
+    updates are most of its time) took 163.5-164.8 s against 165.2-173.2 s, the same numbers (2026-12-07, Intel
+    Xeon 2 cores, quiet)."""
     try:
         cores = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
