@@ -365,14 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one algorithm setting, repeatable (e.g. --set step_size=0.02)")
     t.add_argument("--backend", default="auto",
-                   help="auto, envpool, gymnasium, or ray (rollouts spread over Ray actors; default auto)")
+                   help="auto, envpool, gymnasium, mujoco (Gymnasium's numbers on C++ threads; Hopper, Swimmer, "
+                        "HalfCheetah, Walker2d, InvertedPendulum v5), or ray (rollouts spread over Ray actors); "
+                        "default auto: envpool if it has the task, else mujoco, else gymnasium")
     _ray_flags(t)
     t.add_argument("--num-envs", type=ENVS, default=64, help="environments stepped together (default 64)")
     t.add_argument("--torch-threads", type=NONNEG, default=1,
                    help="torch threads for the updates (default 1: the other core steps the physics; 0 = torch's)")
     t.add_argument("--env-threads", type=NONNEG, default=0,
-                   help="EnvPool worker threads, or the Gymnasium backend's processes (default 0: EnvPool "
-                        "min(num-envs, 2), Gymnasium 1; 1 when two runs share 2 cores)")
+                   help="EnvPool's or mujoco's worker threads, or the Gymnasium backend's processes (default 0: "
+                        "EnvPool and mujoco min(num-envs, 2), Gymnasium 1; 1 when two runs share 2 cores)")
     t.add_argument("--eval-every", type=COUNT, help="evaluate every N env steps (default steps/20)")
     t.add_argument("--eval-episodes", type=COUNT, default=10, help="episodes per evaluation (default 10)")
     t.add_argument("--checkpoint-every", type=COUNT, default=20, help="checkpoint every N iterations (default 20; "
@@ -399,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=COUNT, default=10, help="episodes (default 10)")
     e.add_argument("--command", type=_finite(), help="return command, for generator runs")
     e.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
-    e.add_argument("--backend", default="auto", help="auto, envpool or gymnasium")
+    e.add_argument("--backend", default="auto", help="auto, envpool, gymnasium or mujoco")
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("generate", help="a run's policy (a generator's for a return command) as a file")
@@ -422,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--commands", help="LO:HI:N or A,B,C (default: 21 over the returns seen in training)")
     w.add_argument("--episodes", type=COUNT, default=5, help="episodes per command (default 5)")
     w.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
-    w.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
+    w.add_argument("--backend", help="auto, envpool, gymnasium or mujoco (default: the run's)")
     w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, RUN_DIR/unseen.png with --unseen-report); "
                                   "the JSON is printed and written to RUN_DIR/sweep.json (unseen.json)")
     w.add_argument("--snapshot", metavar="FILE",
@@ -444,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "default sweep judges the map on other episodes)")
     k.add_argument("--refine", type=NONNEG, default=3, help="rounds adding midpoints where the return climbs "
                                                            "most steeply, points // 2 each (default 3)")
-    k.add_argument("--backend", help="auto, envpool or gymnasium (default: the run's)")
+    k.add_argument("--backend", help="auto, envpool, gymnasium or mujoco (default: the run's)")
     k.set_defaults(func=cmd_calibrate)
 
     d = sub.add_parser("demo", help="the main job: train a generator, command it, print and plot")
@@ -503,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--hidden", default="256,256", help="hidden widths, comma separated (default 256,256)")
     br.add_argument("--seconds", type=_finite(positive=True), default=20.0,
                     help="measuring time, split between the two")
-    br.add_argument("--backend", default="auto", help="auto, envpool, gymnasium or ray")
+    br.add_argument("--backend", default="auto", help="auto, envpool, gymnasium, mujoco or ray")
     _ray_flags(br)
     br.add_argument("--compare-local", action="store_true",
                     help="with --backend ray: measure the local engine too, alternated, and report ratio_to_local")

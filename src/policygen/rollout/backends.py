@@ -1,4 +1,5 @@
-"""Vectors of environments the engine steps slot by slot: EnvPool (C++ threads) or Gymnasium (in process).
+"""Vectors of environments the engine steps slot by slot: EnvPool (C++ threads), Gymnasium (in process, or over
+processes) or ``mujoco`` (Gymnasium's MuJoCo tasks on mujoco.batch's C++ threads: rollout/mujoco_backend.py).
 
 A backend owns ``num_envs`` slots. ``step(ids, actions)`` steps only the listed slots. After an episode
 ends in a slot, ``reset(ids)`` starts a new one. EnvPool resets lazily (its next step of that slot
@@ -26,7 +27,7 @@ import numpy as np
 from policygen.envs.make import check_env_id, domain_kwargs, envpool_only, import_envpool, make_gymnasium
 from policygen.errors import EnvFault, PolicygenError
 
-BACKENDS = ("auto", "envpool", "gymnasium")
+BACKENDS = ("auto", "envpool", "gymnasium", "mujoco")
 ENGINE_BACKENDS = (*BACKENDS, "ray")
 """What ``--backend`` accepts: the environment backends, and ray (the engine spread over Ray actors)."""
 
@@ -47,12 +48,27 @@ def resolve_backend(name: str, env_id: str) -> str:
     if (only := envpool_only(env_id)) and name == "gymnasium":
         raise PolicygenError(f"{env_id} runs only through EnvPool (no Gymnasium version); use --backend envpool "
                              f"or auto (needs {only[0]})")
-    if name == "auto":
-        return "envpool" if envpool_has(env_id) else "gymnasium"
+    if name == "auto":  # the mujoco backend's numbers are the gymnasium backend's, at about EnvPool's speed
+        return "envpool" if envpool_has(env_id) else "mujoco" if mujoco_batch_has(env_id) else "gymnasium"
+    if name == "mujoco":
+        from policygen.rollout.mujoco_backend import check_task
+        check_task(env_id)
     if name == "envpool" and not envpool_has(env_id):
         raise PolicygenError(f"EnvPool is not installed or has no task {env_id!r}; use --backend gymnasium "
                              f"(pip install envpool for Hopper-v5, Swimmer-v5, InvertedPendulum-v5, ...)")
     return name
+
+
+def mujoco_batch_has(env_id: str) -> bool:
+    """Whether backend 'mujoco' reproduces ``env_id`` here (one of its tasks, and mujoco with ``mujoco.batch``)."""
+    from policygen.rollout.mujoco_backend import SUPPORTED
+    if env_id not in SUPPORTED:
+        return False
+    try:
+        import mujoco.batch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _StepTimeout(Exception):
@@ -433,8 +449,11 @@ def pinned_offset(threads: int) -> int:
 
 def make_backend(name: str, env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None,
                  num_threads: int | None = None, step_timeout: float = 0.0):
-    """``num_threads``: EnvPool's C++ threads; for Gymnasium, processes (default 1: this one)."""
+    """``num_threads``: EnvPool's or mujoco.batch's C++ threads; for Gymnasium, processes (default 1: this one)."""
     name = resolve_backend(name, env_id)
+    if name == "mujoco":
+        from policygen.rollout.mujoco_backend import MujocoBatchBackend
+        return MujocoBatchBackend(env_id, num_envs, seed, env_kwargs, num_threads, step_timeout)
     if name == "gymnasium" and min(num_threads or 1, num_envs) > 1:
         return ProcessGymnasiumBackend(env_id, num_envs, seed, env_kwargs, min(num_threads, num_envs), step_timeout)
     cls = {"envpool": EnvPoolBackend, "gymnasium": GymnasiumBackend}[name]
