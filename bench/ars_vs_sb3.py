@@ -168,14 +168,14 @@ def pinned_source(rev: str, work: Path) -> tuple[str, Path, list[str]]:
 
 
 def run_ours(env_id: str, seed: int, steps: int, episodes: int, work: Path, src: Path | None = None,
-             pinned: str | None = None) -> dict:
+             pinned: str | None = None, backend: str = "auto") -> dict:
     run_dir = work / f"ours-{env_id}-s{seed}"
     env = dict(os.environ)
     if src is not None:  # PYTHONPATH comes before the editable install's path entry
         env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = ["policygen", "train", "ars", "--env", env_id, "--steps", str(steps), "--seed", str(seed),
            "--out", str(run_dir), "--force", "--quiet", "--eval-every", str(steps),
-           "--eval-episodes", str(episodes)]
+           "--eval-episodes", str(episodes), "--backend", backend]
     load0 = loadavg()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -342,6 +342,9 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=10, help="final evaluation episodes (default 10)")
     ap.add_argument("--sb3-workers", type=int, default=1,
                     help="sb3-contrib AsyncEval worker processes (1 = plain single-process learn)")
+    ap.add_argument("--our-backend", default="auto",
+                    help="our training's --backend (default auto: EnvPool; mujoco trains on Gymnasium's own "
+                         "simulator, the one sb3-contrib trains on)")
     ap.add_argument("--only", choices=("both", "ours", "sb3"), default="both", help="run one side only")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"), help="where the JSON/MD go")
     ap.add_argument("--name", default="ars_vs_sb3", help="base name of the result files")
@@ -383,7 +386,7 @@ def main() -> int:
            "commit": pinned or git_head(), "pinned": bool(pinned), "pinned_plus_untracked": untracked,
            "machine": machine(), "versions": versions(),
            "command": shlex.join(["python", "bench/ars_vs_sb3.py", *sys.argv[1:]]),
-           "steps": steps, "episodes": a.episodes, "sb3_workers": a.sb3_workers,
+           "steps": steps, "episodes": a.episodes, "our_backend": a.our_backend, "sb3_workers": a.sb3_workers,
            "budget_note": a.budget_note, "notes": a.note, "work_dir": str(work), "pairs": []}
     log(f"{len(envs)} env(s) x {len(seeds)} seed(s), steps {steps}; run dirs in {work}")
     t_all = time.perf_counter()
@@ -396,7 +399,7 @@ def main() -> int:
                     continue
                 log(f"{env_id} seed {seed}: {side} ... (load {loadavg():.2f})")
                 if side == "ours":
-                    r = run_ours(env_id, seed, steps[env_id], a.episodes, work, src, pinned)
+                    r = run_ours(env_id, seed, steps[env_id], a.episodes, work, src, pinned, a.our_backend)
                     log(f"  ours: return {r['eval_return']:.1f} ± {r['eval_return_std']:.1f} "
                         f"(on its backend {r['train_backend_eval_return']:.1f}), {r['env_steps']:,} steps, "
                         f"wall {r['wall_s']:.1f} s")
