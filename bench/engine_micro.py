@@ -5,7 +5,9 @@
 2. EnvPool's cost per `step` call against the number of slots stepped (its fixed per-call latency);
 3. a raw EnvPool step with and without the policies' forward between steps (the forward's cache footprint);
 4. our backends' step call by slots stepped, alternated three times: EnvPool through its public ``step``,
-   through the direct ``_send``/``_recv`` path (2 threads, and 1), and the in-process Gymnasium backend.
+   through the direct ``_send``/``_recv`` path (2 threads, and 1), the in-process Gymnasium backend and the
+   ``mujoco`` backend (mujoco.batch, for its tasks); and, for 8 slots, the same with 50 us of Python between calls
+   (about the engine's own work per call: threads that sleep between calls take time to wake).
 
 Usage: python bench/engine_micro.py [--env Hopper-v5] > bench/results/engine-micro.json
 """
@@ -85,27 +87,42 @@ def main() -> int:
     out["envpool_step_us_per_env_step"] = cache
     pool.close()
 
-    from policygen.rollout.backends import EnvPoolBackend, GymnasiumBackend
+    from policygen.rollout.backends import EnvPoolBackend, GymnasiumBackend, mujoco_batch_has
 
     paths = {"public": EnvPoolBackend(a.env, 64, 0), "direct": EnvPoolBackend(a.env, 64, 0),
              "direct_1_thread": EnvPoolBackend(a.env, 64, 0, num_threads=1),
              "gymnasium": GymnasiumBackend(a.env, 64, 0)}
+    if mujoco_batch_has(a.env):
+        from policygen.rollout.mujoco_backend import MujocoBatchBackend
+        paths["mujoco"] = MujocoBatchBackend(a.env, 64, 0)
     paths["public"]._direct = None
-    paths["gymnasium"].reset(np.arange(64))
+    for name in ("gymnasium", "mujoco"):
+        if name in paths:
+            paths[name].reset(np.arange(64))
 
     def step(be, ids):
         term, trunc = be.step(ids, rng.uniform(-high, high, (len(ids), info.act_dim)))[2:]
         if not be.lazy_reset and (term | trunc).any():
             be.reset(ids[term | trunc])
 
+    def python_between(us: float = 50.0):
+        end = time.perf_counter() + us * 1e-6
+        while time.perf_counter() < end:
+            pass
+
     calls: dict = {name: {n: [] for n in (64, 8, 1)} for name in paths}
+    gapped: dict = {name: [] for name in paths}
     for _ in range(3):
         for name, be in paths.items():
             for n in (64, 8, 1):
                 ids = np.arange(n)
                 calls[name][n].append(per_call_us(lambda be=be, ids=ids: step(be, ids), 1))
+            ids = np.arange(8)
+            gapped[name].append(per_call_us(lambda be=be, ids=ids: (step(be, ids), python_between()), 1) - 50.0)
     out["backend_step_call_us_by_slots"] = {name: {n: float(np.median(v)) for n, v in d.items()}
                                             for name, d in calls.items()}
+    out["backend_step_call_us_8_slots_50us_python_between"] = {name: float(np.median(v))
+                                                               for name, v in gapped.items()}
     for be in paths.values():
         be.close()
     out["load_average_after"] = os.getloadavg()  # on 2 cores, above ~1 means another job shared them
