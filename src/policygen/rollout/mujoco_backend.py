@@ -72,7 +72,8 @@ class MujocoBatchBackend:
 
     Same slots, seeds and numbers as ``GymnasiumBackend`` (each new episode is seeded from ``seed`` in
     slot order), stepped in C++ on ``num_threads`` threads (default: as EnvPool, up to 2). A simulation
-    that MuJoCo refuses to step ends its episode with reward NaN and its slot in ``errors``.
+    that MuJoCo refuses to step ends its episode with reward NaN and its slot in ``errors``. ``step_timeout``
+    is accepted for the common signature and unused: the steps run in MuJoCo's C code, which does not hang.
     """
 
     lazy_reset = False
