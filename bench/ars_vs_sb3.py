@@ -287,7 +287,9 @@ def write_markdown(path: Path, res: dict) -> None:
          f"- sb3-contrib: RL-Zoo hyperparameters, LinearPolicy, {res['sb3_workers']} evaluation worker "
          f"process(es) ({'AsyncEval' if res['sb3_workers'] > 1 else 'single process, plain learn()'})",
          "- ours: `policygen train ars` with the env's preset (src/policygen/algorithms/ars.py; "
-         + "; ".join(f"{e}: {describe_algo(res, e)}" for e in res["summary"]) + "), backend auto (EnvPool), "
+         + "; ".join(f"{e}: {describe_algo(res, e)}" for e in res["summary"]) + "), backend "
+         + {"auto": "auto (EnvPool)", "mujoco": "mujoco (Gymnasium's simulator)"}.get(
+             res.get("our_backend", "auto"), res.get("our_backend", "auto")) + ", "
          "64 env slots, evaluation only at the end; the final policy is then re-evaluated on Gymnasium's env",
          "- return: mean of 10 deterministic episodes, standard Gymnasium return, final policy, obs "
          "normalisation frozen; wall: whole process (imports, envs, training, final evaluation)",
