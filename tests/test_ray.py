@@ -196,7 +196,8 @@ def test_seeded_gogepo_run_on_ray(cluster, tmp_path):
 
 def test_bad_input_is_one_clear_line(cluster):
     spec = _spec()
-    with pytest.raises(PolicygenError, match=r"backend 'rey' is not one of \['auto', 'envpool', 'gymnasium', 'ray'\]"):
+    listed = r"\['auto', 'envpool', 'gymnasium', 'mujoco', 'ray'\]"
+    with pytest.raises(PolicygenError, match=r"backend 'rey' is not one of " + listed):
         make_engine("Hopper-v5", spec, backend="rey")
     with pytest.raises(PolicygenError, match="need --backend ray"):
         make_engine("Hopper-v5", spec, backend="gymnasium", ray_address="127.0.0.1:6379")
