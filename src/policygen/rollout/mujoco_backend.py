@@ -84,7 +84,7 @@ class MujocoBatchBackend:
         check_task(env_id)
         try:
             import mujoco
-            from mujoco.batch import Batch
+            from mujoco.batch import Batch, SimulationError
         except ImportError:
             raise PolicygenError("backend 'mujoco' needs mujoco >= 4.0 (mujoco.batch); scripts/setup.sh "
                                  "installs it") from None
@@ -96,6 +96,7 @@ class MujocoBatchBackend:
                                  f"not reproduce; use --backend gymnasium")
         self.task = _Task.of(env)
         self._mujoco, self._model, self.frame_skip, self.dt = mujoco, env.model, env.frame_skip, env.dt
+        self._simulation_error = SimulationError
         self.max_steps = self._reset_env.spec.max_episode_steps if self._reset_env.spec else None
         threads = max(1, min(num_threads or 2, num_envs))
         self.batch = Batch(env.model, nsim=num_envs, nthread=threads)
@@ -120,8 +121,6 @@ class MujocoBatchBackend:
         return obs
 
     def step(self, ids: np.ndarray, actions: np.ndarray):
-        from mujoco.batch import SimulationError
-
         ids = np.asarray(ids, dtype=np.int64)
         task, qpos = self.task, self._qpos
         self._ctrl[ids] = actions
@@ -130,7 +129,7 @@ class MujocoBatchBackend:
         try:
             self.batch.step(np.sort(ids), nstep=self.frame_skip)  # the engine lists slots in row order
             failed = None
-        except SimulationError as e:  # those slots kept their state; their episodes end here
+        except self._simulation_error as e:  # those slots kept their state; their episodes end here
             failed = np.isin(ids, e.ids)
             self.errors = {int(i): f"MuJoCo refused to step it: {self.batch.error(int(i))}" for i in e.ids}
         qp, qv = qpos[ids], self._qvel[ids]
