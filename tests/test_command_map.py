@@ -74,6 +74,13 @@ def test_calibrate_then_generate_and_sweep_use_the_map_until_the_generator_chang
     assert out["command_map"] and len(out["generator_inputs"]) == 3
     assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1", "--raw"]) == 0
     assert not json.loads(capsys.readouterr().out)["command_map"]
+    # G alone beside a map, and a sweep on another backend, keep their own files: sweep.json stays the mapped one
+    assert not json.loads((Path(run) / "sweep-raw.json").read_text())["command_map"]
+    assert json.loads((Path(run) / "sweep.json").read_text())["command_map"]
+    assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1", "--backend", "mujoco"]) == 0
+    on_mujoco = json.loads(capsys.readouterr().out)
+    assert on_mujoco["plot"].endswith("sweep-on-mujoco.png") and (Path(run) / "sweep-on-mujoco.json").exists()
+    assert json.loads((Path(run) / "sweep.json").read_text())["achieved_mean"] == out["achieved_mean"]
     # a map fitted on another checkpoint is not used, and says so
     path = Path(run) / FILE
     data = json.loads(path.read_text())

@@ -148,6 +148,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_sweep(a: argparse.Namespace) -> int:
     from policygen.algorithms.loading import load_run
+    from policygen.analysis.command_map import FILE as MAP_FILE
     from policygen.analysis.sweep import parse_commands, plot_sweep, seen_range, sweep, table
     from policygen.runs.files import atomic_write_json
 
@@ -160,8 +161,13 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     else:
         result = sweep(loaded, parse_commands(a.commands, seen_range(loaded)), a.episodes, a.seed, a.backend,
                        raw=a.raw)
-    # a snapshot's files sit beside the latest one's, named after it, so neither overwrites the other
+    # a sweep of a snapshot, on another backend than the run's, or of G alone beside a command map gets files
+    # named after that, beside the default sweep's, so neither overwrites the other (report reads sweep.json)
     name = ("unseen" if a.unseen_report else "sweep") + (f"-{Path(a.snapshot).stem}" if a.snapshot else "")
+    if a.backend and a.backend != loaded.run_config.backend:
+        name += f"-on-{a.backend}"
+    if a.raw and (Path(a.run_dir) / MAP_FILE).exists():
+        name += "-raw"
     plot = a.plot or str(Path(a.run_dir) / f"{name}.png")
     plot_sweep(result, plot)
     result["checkpoint"], result["env_steps"] = a.snapshot or "latest", loaded.env_steps
@@ -426,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
     w.add_argument("--backend", help="auto, envpool, gymnasium or mujoco (default: the run's)")
     w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, RUN_DIR/unseen.png with --unseen-report); "
-                                  "the JSON is printed and written to RUN_DIR/sweep.json (unseen.json)")
+                                  "the JSON is printed and written to RUN_DIR/sweep.json (unseen.json), named "
+                                  "sweep-on-BACKEND.json with a --backend other than the run's and sweep-raw.json "
+                                  "with --raw beside a command map, so the default sweep is kept")
     w.add_argument("--snapshot", metavar="FILE",
                    help="sweep the generator as it was at this snapshot (a file name in RUN_DIR/checkpoints/ kept "
                         "by train --snapshots N) instead of the latest; writes sweep-<snapshot>.json/.png")
