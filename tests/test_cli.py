@@ -193,3 +193,11 @@ def test_a_second_signal_stops_at_once_and_the_handlers_are_restored(default_sig
     finally:
         stop.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_version_prints_the_package_version(capsys):
+    from policygen import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"policygen {__version__}"

@@ -355,9 +355,11 @@ def _ray_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from policygen import __version__
     from policygen import cli_make_an_agent as maa
 
     p = argparse.ArgumentParser(prog="policygen", description="Policy generators and the baselines they beat.")
+    p.add_argument("--version", action="version", version=f"policygen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an algorithm; writes a run directory")
