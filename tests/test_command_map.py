@@ -81,6 +81,8 @@ def test_calibrate_then_generate_and_sweep_use_the_map_until_the_generator_chang
     on_mujoco = json.loads(capsys.readouterr().out)
     assert on_mujoco["plot"].endswith("sweep-on-mujoco.png") and (Path(run) / "sweep-on-mujoco.json").exists()
     assert json.loads((Path(run) / "sweep.json").read_text())["achieved_mean"] == out["achieved_mean"]
+    assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1", "--backend", "gymnasium"]) == 0
+    assert json.loads(capsys.readouterr().out)["plot"].endswith("/sweep.png")  # the run's own backend, named
     # a map fitted on another checkpoint is not used, and says so
     path = Path(run) / FILE
     data = json.loads(path.read_text())

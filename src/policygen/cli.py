@@ -146,6 +146,13 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _simulator(backend: str, loaded) -> str:
+    """Who steps the run's env under ``backend`` (auto resolved); ray and the like stay as named."""
+    from policygen.rollout.backends import BACKENDS, resolve_backend
+
+    return resolve_backend(backend, loaded.run_config.env_id) if backend in BACKENDS else backend
+
+
 def cmd_sweep(a: argparse.Namespace) -> int:
     from policygen.algorithms.loading import load_run
     from policygen.analysis.command_map import FILE as MAP_FILE
@@ -164,7 +171,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     # a sweep of a snapshot, on another backend than the run's, or of G alone beside a command map gets files
     # named after that, beside the default sweep's, so neither overwrites the other (report reads sweep.json)
     name = ("unseen" if a.unseen_report else "sweep") + (f"-{Path(a.snapshot).stem}" if a.snapshot else "")
-    if a.backend and a.backend != loaded.run_config.backend:
+    if a.backend and _simulator(a.backend, loaded) != _simulator(loaded.run_config.backend, loaded):
         name += f"-on-{a.backend}"
     if a.raw and (Path(a.run_dir) / MAP_FILE).exists():
         name += "-raw"
