@@ -84,3 +84,21 @@ def test_an_undefined_calibration_is_none_in_the_sweep_json_and_undefined_in_its
             "outside_seen_range": [], "spearman": spearman_or_none([0, 50, 100], [1000] * 3), "mae_frac": 6.5}
     json.dumps(flat, allow_nan=False)
     assert table(flat).splitlines()[-1] == "Spearman undefined; mean absolute error 650.0% of the range"
+
+
+def test_a_sweeps_error_splits_into_the_evaluators_and_the_generators():
+    """|achieved - c| <= |achieved - V| + |V - c|: the sweep says which of the two a GoGePo generator's miss is."""
+    from policygen.analysis.sweep import error_split, table
+
+    # commands span 100; at 50 V says 50 but the policy earns 30 (V misjudges by 20); at 100 V rightly says 90,
+    # so G missed V's target by 10: evaluator error 20 / 3, generator error 10 / 3 (per cent of the span)
+    result = {"commands": [0.0, 50.0, 100.0], "achieved_mean": [0.0, 30.0, 90.0], "achieved_std": [0.0] * 3,
+              "evaluator_prediction": [0.0, 50.0, 90.0], "outside_seen_range": [], "spearman": 1.0,
+              "mae_frac": 0.1}
+    split = error_split(result)
+    assert split["evaluator_error_frac"] == pytest.approx(20 / 300)
+    assert split["generator_error_frac"] == pytest.approx(10 / 300)
+    assert table(result).splitlines()[-1] == ("of which V misjudges G's policies by 6.7% (|achieved - V(G(c))|) and "
+                                              "G misses V's target by 3.3% (|V(G(c)) - c|)")
+    del result["evaluator_prediction"]
+    assert error_split(result) == {} and "misjudges" not in table(result)

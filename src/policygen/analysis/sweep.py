@@ -99,7 +99,21 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
     predict = getattr(algo, "predict_returns", None)
     if predict is not None:
         out["evaluator_prediction"] = [float(v) for v in predict(thetas)]
+        out.update(error_split(out))
     return out
+
+
+def error_split(result: dict) -> dict:
+    """Whose error a generator's miss is, for a sweep with the evaluator's predictions (GoGePo), as a fraction of
+    the commands' span: ``evaluator_error_frac`` = mean |achieved - V(G(c))| (V misjudges G's policies) and
+    ``generator_error_frac`` = mean |V(G(c)) - c| (G misses the target it is trained on). The MAE is at most their
+    sum. Empty without predictions or with fewer than 2 commands."""
+    c = np.asarray(result["commands"], dtype=float)
+    if "evaluator_prediction" not in result or len(c) < 2 or c.max() == c.min():
+        return {}
+    v, a, span = np.asarray(result["evaluator_prediction"]), np.asarray(result["achieved_mean"]), c.max() - c.min()
+    return {"evaluator_error_frac": float(np.mean(np.abs(a - v)) / span),
+            "generator_error_frac": float(np.mean(np.abs(v - c)) / span)}
 
 
 GROUP_MARKERS = {"seen bucket": "o", "never-filled bucket": "s", "above range": "^", "below range": "v",
@@ -160,6 +174,11 @@ def table(result: dict) -> str:
         v = f" {pred[k]:9.1f}" if pred else ""
         lines.append(f"{c:10.1f} {m:10.1f} {s:8.1f}{v}  {'outside seen range' if c in outside else ''}")
     lines.append(_calibration(result, 3, 1))
+    split = error_split(result)
+    if split:
+        lines.append(f"of which V misjudges G's policies by {100 * split['evaluator_error_frac']:.1f}% "
+                     f"(|achieved - V(G(c))|) and G misses V's target by {100 * split['generator_error_frac']:.1f}% "
+                     f"(|V(G(c)) - c|)")
     return "\n".join(lines)
 
 
