@@ -22,12 +22,13 @@ from policygen.analysis.sweep import error_split
 
 
 def middle(result: dict) -> dict:
-    """The same split over the middle third of the commands, signed: + means achieved > V, or V > c."""
+    """The same split over the middle third of the commands, signed: + means achieved > V, or V > G's input."""
     n = len(result["commands"])
     m = slice(n // 3, n - n // 3)
     c = np.asarray(result["commands"], dtype=float)
+    x = np.asarray(result.get("generator_inputs", c), dtype=float)  # G's input: the command, or a map's
     a, v, span = np.asarray(result["achieved_mean"]), np.asarray(result["evaluator_prediction"]), c.max() - c.min()
-    return {"evaluator": float(np.mean((a - v)[m]) / span), "generator": float(np.mean((v - c)[m]) / span)}
+    return {"evaluator": float(np.mean((a - v)[m]) / span), "generator": float(np.mean((v - x)[m]) / span)}
 
 
 def main() -> None:

@@ -100,5 +100,9 @@ def test_a_sweeps_error_splits_into_the_evaluators_and_the_generators():
     assert split["generator_error_frac"] == pytest.approx(10 / 300)
     assert table(result).splitlines()[-1] == ("of which V misjudges G's policies by 6.7% (|achieved - V(G(c))|) and "
                                               "G misses V's target by 3.3% (|V(G(c)) - c|)")
+    # through a command map G is given x, not c: its error is against x (here V(G(x)) = x everywhere)
+    mapped = {**result, "generator_inputs": [0.0, 50.0, 90.0]}
+    assert error_split(mapped)["generator_error_frac"] == 0.0
+    assert table(mapped).splitlines()[-1].endswith("G misses V's target by 0.0% (|V(G(x)) - x|)")
     del result["evaluator_prediction"]
     assert error_split(result) == {} and "misjudges" not in table(result)

@@ -105,15 +105,17 @@ def sweep(loaded: LoadedRun, commands: np.ndarray, episodes: int = 5, seed: int 
 
 def error_split(result: dict) -> dict:
     """Whose error a generator's miss is, for a sweep with the evaluator's predictions (GoGePo), as a fraction of
-    the commands' span: ``evaluator_error_frac`` = mean |achieved - V(G(c))| (V misjudges G's policies) and
-    ``generator_error_frac`` = mean |V(G(c)) - c| (G misses the target it is trained on). The MAE is at most their
-    sum. Empty without predictions or with fewer than 2 commands."""
+    the commands' span: ``evaluator_error_frac`` = mean |achieved - V(G(x))| (V misjudges G's policies) and
+    ``generator_error_frac`` = mean |V(G(x)) - x| (G misses the target it is trained on), x being G's input: the
+    command, or what a command map gives for it. Without a map the MAE is at most their sum. Empty without
+    predictions or with fewer than 2 commands."""
     c = np.asarray(result["commands"], dtype=float)
     if "evaluator_prediction" not in result or len(c) < 2 or c.max() == c.min():
         return {}
+    x = np.asarray(result.get("generator_inputs", c), dtype=float)
     v, a, span = np.asarray(result["evaluator_prediction"]), np.asarray(result["achieved_mean"]), c.max() - c.min()
     return {"evaluator_error_frac": float(np.mean(np.abs(a - v)) / span),
-            "generator_error_frac": float(np.mean(np.abs(v - c)) / span)}
+            "generator_error_frac": float(np.mean(np.abs(v - x)) / span)}
 
 
 GROUP_MARKERS = {"seen bucket": "o", "never-filled bucket": "s", "above range": "^", "below range": "v",
@@ -176,9 +178,10 @@ def table(result: dict) -> str:
     lines.append(_calibration(result, 3, 1))
     split = error_split(result)
     if split:
-        lines.append(f"of which V misjudges G's policies by {100 * split['evaluator_error_frac']:.1f}% "
-                     f"(|achieved - V(G(c))|) and G misses V's target by {100 * split['generator_error_frac']:.1f}% "
-                     f"(|V(G(c)) - c|)")
+        x = "x" if "generator_inputs" in result else "c"  # through a map G's input x is not the command
+        lines.append(f"{'of which ' if x == 'c' else ''}V misjudges G's policies by "
+                     f"{100 * split['evaluator_error_frac']:.1f}% (|achieved - V(G({x}))|) and G misses V's target by "
+                     f"{100 * split['generator_error_frac']:.1f}% (|V(G({x})) - {x}|)")
     return "\n".join(lines)
 
 
