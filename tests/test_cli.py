@@ -33,6 +33,10 @@ def run_cli(capsys, *argv):
     (["train", "ars", "--env", "Hopper-v5", "--env-kwargs", "[1]"], "--env-kwargs takes a JSON object"),
     (["bench", "rollout", "--hidden", "a,b"], "--hidden takes comma-separated widths"),
     (["sweep", "/nonexistent/run", "--commands", "0:1:99999999"], "no such run directory"),
+    # negative ranges and lists are values, not options (argparse alone says "expected one argument")
+    (["sweep", "/nonexistent/run", "--commands", "-100:-5:3"], "no such run directory"),
+    (["sweep", "/nonexistent/run", "--commands", "-10.5,-3"], "no such run directory"),
+    (["generate", "/nonexistent/run", "--command", "-.5", "--out", "p.pt"], "no such run directory"),
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path / "r")] if argv[0] == "train" else []))

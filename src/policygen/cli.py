@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -536,9 +537,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_MAY_BE_NEGATIVE = ("--commands", "--command")
+"""Options whose value may start with '-': argparse takes "-100:-5:3" or "-100,-50" for an option otherwise."""
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--commands -100:-5:3`` -> ``--commands=-100:-5:3`` (a value starting with '-' then a digit or '.')."""
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if tok in _MAY_BE_NEGATIVE and re.match(r"-[\d.]", nxt):
+            out.append(f"{tok}={nxt}")
+            i += 2
+        else:
+            out.append(tok)
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     # only from the main thread (signal's rule), and not over a handler someone else installed
     previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     if previous is signal.SIG_DFL:
