@@ -130,6 +130,11 @@ class GoGePoConfig:
     equal width in return, ``RecencyBuffer.sample_by_return``) instead of by recency (0: the paper). Once a
     task is solved, recency draws are nearly all top returns, and G (with the anchor) is no longer trained
     at the rare middle returns that calibration sweeps over."""
+    evaluator_uniform_frac: float = 0.0
+    """Share of each evaluator batch drawn evenly over the buffered returns, as ``return_uniform_frac`` does
+    for G's commands (0: by recency alone, the paper). Recency draws keep V accurate where G is now; G's
+    sweep spans every return seen, and V's errors on G's own policies there are most of a sweep's miss
+    (``policygen sweep``'s split)."""
     anchor_weight: float = 0.0
     """Weight of a hindsight anchor in the generator loss (0: the paper's loss alone): G(R) is also pulled
     towards the probing actions (V's fingerprint, in units of action_high) of the buffered policy that
@@ -294,7 +299,8 @@ class GoGePo(Algorithm):
                                  f"{list(RETURN_CONVENTIONS)}")
         if c.buffer_dtype not in BUFFER_DTYPES:
             raise PolicygenError(f"buffer_dtype {c.buffer_dtype!r} is not one of {list(BUFFER_DTYPES)}")
-        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "spread_perturbed"):
+        for name in ("noise_free_share", "generated_command_frac", "return_uniform_frac", "evaluator_uniform_frac",
+                     "spread_perturbed"):
             if not 0.0 <= getattr(c, name) <= 1.0:
                 raise PolicygenError(f"gogepo {name} must be in [0, 1], got {getattr(c, name)!r}")
         if not c.anchor_weight >= 0:
@@ -466,7 +472,7 @@ class GoGePo(Algorithm):
         for _ in range(int(self.cfg.evaluator_steps)):
             loss = 0.0
             for k, mlp in enumerate(self._heads()):  # each head on its own draws
-                s = self.buffer.sample(self.cfg.batch_size, self.gen)
+                s = self._draw(self.cfg.batch_size, self.cfg.evaluator_uniform_frac)
                 # recency sampling repeats entries: evaluate each distinct one once (same loss, less work)
                 uniq, inv = torch.unique(s["index"], return_inverse=True)
                 fp = self.evaluator.fingerprint(self.buffer.gather(uniq)["theta"],
@@ -515,11 +521,8 @@ class GoGePo(Algorithm):
         n_gen = min(b, int(round(b * share)))
         if n_gen < b:
             n_even = min(b - n_gen, int(round(b * self.cfg.return_uniform_frac)))
-            parts = [self.buffer.sample(b - n_gen - n_even, self.gen)] if n_even < b - n_gen else []
-            if n_even:
-                parts.append(self.buffer.sample_by_return(n_even, self.gen))
-            r = torch.cat([s["train_return"] for s in parts])
-            achieved_by = torch.cat([s["theta"] for s in parts])
+            s = self._draw(b - n_gen, n_even=n_even)
+            r, achieved_by = s["train_return"], s["theta"]
         else:
             r, achieved_by = torch.zeros(0), torch.zeros(0, self.spec.num_params)
         if n_gen:
@@ -527,6 +530,15 @@ class GoGePo(Algorithm):
             u = torch.rand(n_gen, generator=self.gen, dtype=torch.float64)
             r = torch.cat([r.double(), self.ret_min + drive + u * (self.ret_max - self.ret_min)])
         return r, achieved_by
+
+    def _draw(self, n: int, even_frac: float = 0.0, n_even: int | None = None) -> dict[str, torch.Tensor]:
+        """``n`` buffer entries: ``n_even`` (default ``round(n * even_frac)``) drawn evenly over the buffered
+        returns, after the others, drawn by recency."""
+        n_even = min(n, int(round(n * even_frac)) if n_even is None else n_even)
+        parts = [self.buffer.sample(n - n_even, self.gen)] if n_even < n else []
+        if n_even:
+            parts.append(self.buffer.sample_by_return(n_even, self.gen))
+        return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _heads(self) -> list:
         return [self.evaluator.mlp, *self.extra_heads]
