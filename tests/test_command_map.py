@@ -69,19 +69,24 @@ def test_calibrate_then_generate_and_sweep_use_the_map_until_the_generator_chang
     assert not loaded.generator_inputs(targets, raw=True)[1]
     assert loaded.generate(targets[1]).meta["generator_input"] == pytest.approx(inputs[1])  # the Python API
     assert "generator_input" not in loaded.generate(targets[1], raw=True).meta
-    assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1"]) == 0
+    assert main(["sweep", run, "--episodes", "1"]) == 0  # the default grid: the run's calibration, sweep.json
     out = json.loads(capsys.readouterr().out)
-    assert out["command_map"] and len(out["generator_inputs"]) == 3
-    assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1", "--raw"]) == 0
+    assert out["command_map"] and len(out["generator_inputs"]) == 21
+    # a grid of one's own keeps its own file: sweep.json stays the run's calibration (policygen report reads it)
+    assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1"]) == 0
+    custom = json.loads(capsys.readouterr().out)
+    assert custom["plot"].endswith("sweep-custom.png") and (Path(run) / "sweep-custom.json").exists()
+    assert len(json.loads((Path(run) / "sweep.json").read_text())["commands"]) == 21
+    assert main(["sweep", run, "--episodes", "1", "--raw"]) == 0
     assert not json.loads(capsys.readouterr().out)["command_map"]
     # G alone beside a map, and a sweep on another backend, keep their own files: sweep.json stays the mapped one
     assert not json.loads((Path(run) / "sweep-raw.json").read_text())["command_map"]
     assert json.loads((Path(run) / "sweep.json").read_text())["command_map"]
-    assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1", "--backend", "mujoco"]) == 0
+    assert main(["sweep", run, "--episodes", "1", "--backend", "mujoco"]) == 0
     on_mujoco = json.loads(capsys.readouterr().out)
     assert on_mujoco["plot"].endswith("sweep-on-mujoco.png") and (Path(run) / "sweep-on-mujoco.json").exists()
     assert json.loads((Path(run) / "sweep.json").read_text())["achieved_mean"] == out["achieved_mean"]
-    assert main(["sweep", run, "--commands", f"{lo}:{hi}:3", "--episodes", "1", "--backend", "gymnasium"]) == 0
+    assert main(["sweep", run, "--episodes", "1", "--backend", "gymnasium"]) == 0
     assert json.loads(capsys.readouterr().out)["plot"].endswith("/sweep.png")  # the run's own backend, named
     # a map fitted on another checkpoint is not used, and says so
     path = Path(run) / FILE

@@ -10,7 +10,7 @@ from PIL import Image
 from policygen.cli import main
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "quickstart.md"
-SMALL = {"--steps 100000": "--steps 1500", "--commands 0:1000:5 --episodes 3": "--commands 0:1000:3 --episodes 1"}
+SMALL = {"--steps 100000": "--steps 1500", "sweep runs/ip --episodes 3": "sweep runs/ip --episodes 1"}
 
 
 def quickstart_commands() -> list[str]:
