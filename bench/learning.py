@@ -63,7 +63,7 @@ def calibration(r: dict) -> str:
     c = r.get("calibration")
     if not c or c["spearman"] is None:
         return "-"
-    return f"{c['spearman']:.2f} / {100 * c['mae_frac']:.0f}%"
+    return f"{c['spearman']:.2f} / {100 * c['mae_frac']:.1f}%"  # one decimal: the target is <= 10%
 
 
 def main() -> int:
@@ -84,6 +84,7 @@ def main() -> int:
     p.add_argument("--root", default="runs/bench", help="where the run directories go")
     p.add_argument("--out", required=True, help="results path without extension (.json and .md written)")
     a = p.parse_args()
+    a.out = a.out.removesuffix(".md").removesuffix(".json")  # a path given with either extension means the pair
     results, commands = [], []
     for seed in [int(s) for s in a.seeds.split(",")]:
         run = Path(a.root) / f"{a.algo}{'-' + a.preset if a.preset else ''}-{a.env}-s{seed}"
