@@ -135,9 +135,9 @@ class GoGePoConfig:
     for G's commands (0: by recency alone, the paper). Recency draws keep V accurate where G is now; G's
     sweep spans every return seen, and V's errors on G's own policies there are most of a sweep's miss
     (``policygen sweep``'s split). At 0.25 (bench/results/gogepo-evaluator-uniform): Reacher MAE 8.8 -> 6.9% over
-    6 seeds; Hopper ``fast-heads`` seeds 0-1 (AMD EPYC) 0.97 / 11.7% -> 0.99 / 6.7% (G's low commands follow
-    instead of all standing at ~190) and 0.66 / 18.4% -> 0.96 / 10.3%; no gain on the pendulum. Not in a preset
-    yet: two Hopper seeds."""
+    6 seeds; Hopper ``fast-heads`` seeds 0, 1, 3, 4 (AMD EPYC) MAE 13.8 -> 10.9% on average, both targets on 1
+    of 4 (without: 0), but a later take-off and a weaker end on seeds 3-4; no gain on the pendulum. Not in a
+    preset: the calibration gain is not both targets on most seeds, and the take-off moved later on 2 of 4."""
     anchor_weight: float = 0.0
     """Weight of a hindsight anchor in the generator loss (0: the paper's loss alone): G(R) is also pulled
     towards the probing actions (V's fingerprint, in units of action_high) of the buffered policy that
