@@ -169,16 +169,15 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     else:
         result = sweep(loaded, parse_commands(a.commands, seen_range(loaded)), a.episodes, a.seed, a.backend,
                        raw=a.raw)
-    # a sweep of a snapshot, on another backend than the run's, of G alone beside a command map or over a grid
-    # of one's own gets files named after that, beside the default sweep's, so none overwrites the run's
-    # calibration (report reads sweep.json as the 21 commands over the seen returns)
+    # a sweep of a snapshot, on another backend than the run's, or of G alone beside a command map gets files
+    # named after that, beside the default sweep's, so neither overwrites the other
     name = ("unseen" if a.unseen_report else "sweep") + (f"-{Path(a.snapshot).stem}" if a.snapshot else "")
-    if a.commands:
-        name += "-custom"
     if a.backend and _simulator(a.backend, loaded) != _simulator(loaded.run_config.backend, loaded):
         name += f"-on-{a.backend}"
     if a.raw and (Path(a.run_dir) / MAP_FILE).exists():
         name += "-raw"
+    if name == "sweep" and a.commands:  # sweep.json stays the run's calibration (21 commands), read by report
+        name = "sweep-custom"
     plot = a.plot or str(Path(a.run_dir) / f"{name}.png")
     plot_sweep(result, plot)
     result["checkpoint"], result["env_steps"] = a.snapshot or "latest", loaded.env_steps
@@ -445,9 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
     w.add_argument("--backend", help="auto, envpool, gymnasium or mujoco (default: the run's)")
     w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, unseen.png with --unseen-report); the "
-                                  "JSON is printed and written beside it, RUN_DIR/sweep.json (unseen.json). With "
-                                  "--commands both are named sweep-custom, with a --backend other than the run's "
-                                  "sweep-on-BACKEND and with --raw beside a command map sweep-raw, so the default "
+                                  "JSON is printed and written beside it, RUN_DIR/sweep.json (unseen.json). With a "
+                                  "--backend other than the run's both are named sweep-on-BACKEND, with --raw "
+                                  "beside a command map sweep-raw, else with --commands sweep-custom, so the default "
                                   "sweep (the run's calibration, which policygen report reads) is kept")
     w.add_argument("--snapshot", metavar="FILE",
                    help="sweep the generator as it was at this snapshot (a file name in RUN_DIR/checkpoints/ kept "
