@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=SEED, default=0, help="seed of the evaluation episodes (default 0)")
     w.add_argument("--backend", help="auto, envpool, gymnasium or mujoco (default: the run's)")
     w.add_argument("--plot", help="PNG path (default RUN_DIR/sweep.png, unseen.png with --unseen-report); the "
-                                  "JSON is printed and written beside it, RUN_DIR/sweep.json (unseen.json). With a "
+                                  "JSON is printed and written to RUN_DIR/sweep.json (unseen.json). With a "
                                   "--backend other than the run's both are named sweep-on-BACKEND, with --raw "
                                   "beside a command map sweep-raw, else with --commands sweep-custom, so the default "
                                   "sweep (the run's calibration, which policygen report reads) is kept")
